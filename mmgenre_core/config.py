@@ -1,0 +1,155 @@
+"""Frozen configuration dataclasses: audio front end, lyrics front end, model.
+
+One :class:`ModelConfig` drives the whole network (sizes of the CNN, the HAN and the
+fusion head); :class:`AudioConfig` and :class:`TextConfig` describe the front ends.
+All three round-trip through plain dicts so a checkpoint holds them as plain values
+(loadable with ``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
+    """Build ``cls`` from a plain dict, rejecting unknown keys with a clear message."""
+    data = dict(data or {})
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} option(s): {', '.join(unknown)}")
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data and isinstance(data[f.name], list):
+            data[f.name] = tuple(data[f.name])  # tuples come back from JSON as lists
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid {cls.__name__}: {exc}") from exc
+
+
+def _to_dict(obj: Any) -> dict[str, Any]:
+    out = dataclasses.asdict(obj)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """How a track becomes a log-mel spectrogram.
+
+    The analysed window follows FMA: ``window_seconds`` from the middle of the
+    track. ``num_windows > 1`` takes that many evenly spaced windows and the model
+    averages their genre probabilities.
+    """
+
+    sample_rate: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = None
+    top_db: float | None = 80.0
+    window_seconds: float = 30.0
+    num_windows: int = 1
+    min_seconds: float = 1.0
+    # RMS (full scale = 1.0) below which a window counts as digital silence.
+    silence_rms: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
+            raise ConfigError("sample_rate, n_fft, hop_length and n_mels must be positive")
+        if self.window_seconds < self.min_seconds or self.min_seconds <= 0:
+            raise ConfigError("need 0 < min_seconds <= window_seconds")
+        if self.num_windows < 1:
+            raise ConfigError("num_windows must be at least 1")
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_seconds * self.sample_rate))
+
+    @property
+    def window_frames(self) -> int:
+        """Spectrogram frames of one window (``center=True`` STFT)."""
+        return 1 + self.window_samples // self.hop_length
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "AudioConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """How lyrics become the HAN's ``(max_lines, max_words)`` id grid (the paper: 50 x 20)."""
+
+    max_lines: int = 50
+    max_words: int = 20
+    lowercase: bool = True
+    # Lines shorter than this many words (after cleaning) are dropped.
+    min_line_words: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_lines < 1 or self.max_words < 1:
+            raise ConfigError("max_lines and max_words must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "TextConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the fused CNN-HAN model (defaults are the paper's)."""
+
+    n_genres: int = 16
+    n_mels: int = 128
+    # SpectrogramCNN: one block per entry (conv with a 1 x k kernel along time).
+    cnn_channels: tuple[int, ...] = (32, 64, 128, 128)
+    cnn_kernel: int = 3
+    # (freq, time) max-pool of every block.
+    cnn_pool: tuple[int, int] = (2, 4)
+    audio_dim: int = 500
+    # HAN
+    vocab_size: int = 20000
+    embed_dim: int = 300
+    word_hidden: int = 50
+    line_hidden: int = 50
+    attention_dim: int = 100
+    dropout: float = 0.5
+    # Branches present in the model; a model may be audio-only or lyrics-only.
+    use_audio: bool = True
+    use_lyrics: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_genres < 2:
+            raise ConfigError("n_genres must be at least 2")
+        if not (self.use_audio or self.use_lyrics):
+            raise ConfigError("a model needs the audio branch, the lyrics branch or both")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("dropout must be in [0, 1)")
+        if len(self.cnn_pool) != 2:
+            raise ConfigError("cnn_pool is (freq, time)")
+
+    @property
+    def lyrics_dim(self) -> int:
+        return 2 * self.line_hidden
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "ModelConfig":
+        return _from_dict(cls, data)
+
+
+__all__ = ["AudioConfig", "TextConfig", "ModelConfig"]
