@@ -114,7 +114,7 @@ class ModelConfig:
     n_genres: int = 16
     n_mels: int = 128
     # SpectrogramCNN: one block per entry (conv with a 1 x k kernel along time).
-    cnn_channels: tuple[int, ...] = (32, 64, 128, 128)
+    cnn_channels: tuple[int, ...] = (16, 32, 64, 128)
     cnn_kernel: int = 3
     # (freq, time) max-pool of every block.
     cnn_pool: tuple[int, int] = (2, 4)

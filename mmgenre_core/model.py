@@ -1,0 +1,290 @@
+"""The fused CNN-HAN genre model of Nandy and Agrawal (2021).
+
+* :class:`SpectrogramCNN`: blocks of conv (1 x k kernel, along time) -> ReLU ->
+  batch norm -> max pool -> dropout, then a dense layer to a 500-d audio vector.
+* :class:`HAN`: word embedding -> word BiGRU -> attention (equations 2-4) gives one
+  vector per line; line BiGRU -> the same attention gives the lyrics vector.
+* :class:`GenreModel`: concatenates both vectors and classifies them with one
+  linear layer (equation 5; softmax is applied by the caller / the loss).
+
+Beyond the paper: most tracks have no lyrics (and a lyrics-only query has no audio),
+so a learned "no lyrics" vector stands in for the HAN output when lyrics are absent,
+and a learned "no audio" vector for the CNN output when audio is absent. One model
+then serves tracks with lyrics, without lyrics, and lyrics alone.
+
+The log-mel front end lives inside the model (``GenreModel.frontend``), so training
+from precomputed spectrograms and inference from waveforms use the same features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .audio import LogMel
+from .config import AudioConfig, ModelConfig
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dim that gives padding exactly zero weight.
+
+    Rows with no valid position return all zeros instead of NaN.
+
+    Parameters
+    ----------
+    scores : [shape=(..., n)] float
+    mask : [shape=(..., n)] bool, True where valid
+    """
+    scores = scores.float().masked_fill(~mask, float("-inf"))
+    empty = ~mask.any(dim=-1, keepdim=True)
+    weights = torch.softmax(scores.masked_fill(empty, 0.0), dim=-1)
+    return weights * mask
+
+
+class Attention(nn.Module):
+    """Additive attention of the HAN paper (equations 2-4).
+
+    ``u = tanh(W h + b)``; ``a = softmax(u . u_a)``; ``v = sum_t a_t h_t``.
+    """
+
+    def __init__(self, in_dim: int, attention_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_dim, attention_dim)
+        self.context = nn.Parameter(torch.empty(attention_dim).uniform_(-0.1, 0.1))
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h [shape=(n, steps, in_dim)], mask [shape=(n, steps)] -> (vector [n, in_dim], weights [n, steps])."""
+        u = torch.tanh(self.proj(h))  # (n, steps, attention_dim)
+        weights = masked_softmax(u @ self.context.to(u.dtype), mask)  # (n, steps)
+        vector = torch.bmm(weights.unsqueeze(1).to(h.dtype), h).squeeze(1)  # (n, in_dim)
+        return vector, weights
+
+
+def _run_bigru(gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Run a BiGRU on padded sequences so padding never enters the recurrence.
+
+    x [shape=(n, steps, dim)], lengths [shape=(n,)] >= 1 -> [shape=(n, steps, 2 * hidden)].
+    """
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    out, _ = gru(packed)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out
+
+
+class ConvBlock(nn.Module):
+    """conv (1 x k along time) -> ReLU -> batch norm -> max pool -> dropout."""
+
+    def __init__(self, in_ch: int, out_ch: int, *, kernel: int, pool: tuple[int, int], dropout: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size=(1, kernel), padding=(0, kernel // 2))
+        self.bn = nn.BatchNorm2d(out_ch)
+        self.pool = nn.MaxPool2d(pool, ceil_mode=True)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.pool(self.bn(torch.relu(self.conv(x)))))
+
+
+class SpectrogramCNN(nn.Module):
+    """Log-mel spectrogram -> audio vector.
+
+    Input [shape=(batch, n_mels, frames)] -> output [shape=(batch, audio_dim)].
+    Any number of frames works (the time axis is pooled globally at the end), so
+    short tracks and training crops need no special model.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        # Batch norm on the raw dB values standardises the input scale.
+        self.input_bn = nn.BatchNorm2d(1)
+        blocks = []
+        in_ch, freq = 1, config.n_mels
+        for out_ch in config.cnn_channels:
+            blocks.append(ConvBlock(in_ch, out_ch, kernel=config.cnn_kernel,
+                                    pool=tuple(config.cnn_pool), dropout=config.dropout))
+            in_ch, freq = out_ch, -(-freq // config.cnn_pool[0])
+        self.blocks = nn.Sequential(*blocks)
+        # Mean and max over time of every (channel, band): 2 * channels * bands.
+        self.dense = nn.Linear(2 * in_ch * freq, config.audio_dim)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = self.input_bn(mel.unsqueeze(1))  # (batch, 1, n_mels, frames)
+        # channels_last lets oneDNN/cuDNN use their fast kernels for the 1 x k convolutions
+        # (about 2x on CPU for the full-resolution first block).
+        x = self.blocks(x.contiguous(memory_format=torch.channels_last))  # (batch, channels, bands, steps)
+        x = x.flatten(1, 2)  # (batch, channels * bands, steps)
+        pooled = torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)  # (batch, 2 * channels * bands)
+        return self.dropout(torch.relu(self.dense(pooled)))  # (batch, audio_dim)
+
+
+@dataclass
+class HANOutput:
+    vector: torch.Tensor  # (batch, 2 * line_hidden); zeros for documents without lyrics
+    word_attention: torch.Tensor  # (batch, max_lines, max_words)
+    line_attention: torch.Tensor  # (batch, max_lines)
+
+
+class HAN(nn.Module):
+    """Hierarchical attention network over lyrics.
+
+    ids/mask [shape=(batch, max_lines, max_words)] -> lyrics vector [shape=(batch, 2 * line_hidden)].
+    Only lines holding at least one word go through the word BiGRU (padding lines cost nothing).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=0)
+        self.word_gru = nn.GRU(config.embed_dim, config.word_hidden, batch_first=True, bidirectional=True)
+        self.word_attention = Attention(2 * config.word_hidden, config.attention_dim)
+        self.line_gru = nn.GRU(2 * config.word_hidden, config.line_hidden, batch_first=True, bidirectional=True)
+        self.line_attention = Attention(2 * config.line_hidden, config.attention_dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.out_dim = 2 * config.line_hidden
+
+    def load_embeddings(self, vectors: torch.Tensor, *, freeze: bool = False) -> None:
+        """Initialise the embedding from word2vec/GloVe rows [shape=(vocab_size, embed_dim)]."""
+        if vectors.shape != self.embedding.weight.shape:
+            raise ValueError(f"embedding shape {tuple(vectors.shape)} != {tuple(self.embedding.weight.shape)}")
+        with torch.no_grad():
+            self.embedding.weight.copy_(vectors)
+            self.embedding.weight[0].zero_()  # padding stays zero
+        self.embedding.weight.requires_grad_(not freeze)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> HANOutput:
+        batch, max_lines, max_words = ids.shape
+        word_counts = mask.sum(dim=-1)  # (batch, max_lines)
+        line_mask = word_counts > 0  # (batch, max_lines)
+        line_counts = line_mask.sum(dim=-1)  # (batch,)
+        word_att = ids.new_zeros((batch, max_lines, max_words), dtype=torch.float32)
+        line_att = ids.new_zeros((batch, max_lines), dtype=torch.float32)
+
+        # Word level, on the non-empty lines only.
+        flat_ids = ids[line_mask]  # (n_lines, max_words)
+        flat_mask = mask[line_mask]  # (n_lines, max_words)
+        vector = self.embedding.weight.new_zeros((batch, self.out_dim))
+        if flat_ids.shape[0] == 0:
+            return HANOutput(vector, word_att, line_att)
+        emb = self.dropout(self.embedding(flat_ids))  # (n_lines, max_words, embed_dim)
+        h_words = _run_bigru(self.word_gru, emb, word_counts[line_mask])  # (n_lines, max_words, 2*word_hidden)
+        line_vecs, w_att = self.word_attention(h_words, flat_mask)  # (n_lines, 2*word_hidden), (n_lines, max_words)
+        word_att[line_mask] = w_att.float()
+
+        # Line level, on documents that have at least one line.
+        has_doc = line_counts > 0  # (batch,)
+        lines = line_vecs.new_zeros((batch, max_lines, line_vecs.shape[-1]))
+        lines[line_mask] = line_vecs
+        lines, doc_line_mask = lines[has_doc], line_mask[has_doc]  # (n_docs, max_lines, 2*word_hidden)
+        h_lines = _run_bigru(self.line_gru, self.dropout(lines), line_counts[has_doc])
+        doc_vecs, l_att = self.line_attention(h_lines, doc_line_mask)  # (n_docs, 2*line_hidden)
+        vector = vector.to(doc_vecs.dtype)
+        vector[has_doc] = doc_vecs
+        line_att[has_doc] = l_att.float()
+        return HANOutput(vector, word_att, line_att)
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # (batch, n_genres)
+    word_attention: torch.Tensor | None = None  # (batch, max_lines, max_words)
+    line_attention: torch.Tensor | None = None  # (batch, max_lines)
+
+
+class GenreModel(nn.Module):
+    """CNN (audio) + HAN (lyrics), concatenated, one linear layer to the genres (equation 5)."""
+
+    def __init__(self, config: ModelConfig, audio_config: AudioConfig | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.audio_config = audio_config or AudioConfig(n_mels=config.n_mels)
+        if self.audio_config.n_mels != config.n_mels:
+            raise ValueError("AudioConfig.n_mels and ModelConfig.n_mels differ")
+        fused = 0
+        if config.use_audio:
+            self.frontend = LogMel(self.audio_config)
+            self.cnn = SpectrogramCNN(config)
+            self.no_audio = nn.Parameter(torch.zeros(config.audio_dim))
+            fused += config.audio_dim
+        if config.use_lyrics:
+            self.han = HAN(config)
+            self.no_lyrics = nn.Parameter(torch.zeros(config.lyrics_dim))
+            fused += config.lyrics_dim
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(fused, config.n_genres)
+
+    # The three stages are public so inference can encode lyrics once per track and
+    # audio once per window, then fuse per window.
+    def encode_audio(self, mel: torch.Tensor, has_audio: torch.Tensor | None = None) -> torch.Tensor:
+        """mel [shape=(batch, n_mels, frames)] -> [shape=(batch, audio_dim)]; rows without audio get ``no_audio``."""
+        vec = self.cnn(mel)
+        if has_audio is not None:
+            vec = torch.where(has_audio.unsqueeze(-1), vec, self.no_audio.to(vec.dtype))
+        return vec
+
+    def absent_audio(self, batch: int) -> torch.Tensor:
+        """The learned "no audio" vector, [shape=(batch, audio_dim)]."""
+        return self.no_audio.unsqueeze(0).expand(batch, -1)
+
+    def encode_lyrics(self, ids: torch.Tensor, mask: torch.Tensor, has_lyrics: torch.Tensor) -> HANOutput:
+        """ids/mask [shape=(batch, lines, words)], has_lyrics [shape=(batch,)] -> vector [batch, lyrics_dim]."""
+        out = self.han(ids, mask)
+        present = has_lyrics & mask.flatten(1).any(dim=1)
+        out.vector = torch.where(present.unsqueeze(-1), out.vector, self.no_lyrics.to(out.vector.dtype))
+        return out
+
+    def absent_lyrics(self, batch: int) -> torch.Tensor:
+        """The learned "no lyrics" vector, [shape=(batch, lyrics_dim)]."""
+        return self.no_lyrics.unsqueeze(0).expand(batch, -1)
+
+    def classify(self, audio_vec: torch.Tensor | None, lyrics_vec: torch.Tensor | None) -> torch.Tensor:
+        """Concatenate the branch vectors present in this model -> logits [shape=(batch, n_genres)]."""
+        parts = [v for v, used in ((audio_vec, self.config.use_audio), (lyrics_vec, self.config.use_lyrics)) if used]
+        if any(p is None for p in parts):
+            raise ValueError("classify() needs a vector for every branch of the model")
+        dtype = parts[0].dtype
+        fused = torch.cat([p.to(dtype) for p in parts], dim=-1)
+        return self.classifier(self.dropout(fused))
+
+    def forward(
+        self,
+        *,
+        mel: torch.Tensor | None = None,
+        waveform: torch.Tensor | None = None,
+        has_audio: torch.Tensor | None = None,
+        lyrics_ids: torch.Tensor | None = None,
+        lyrics_mask: torch.Tensor | None = None,
+        has_lyrics: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> ModelOutput | torch.Tensor:
+        """Logits [shape=(batch, n_genres)] from any combination of the inputs.
+
+        mel [shape=(batch, n_mels, frames)] or waveform [shape=(batch, samples)];
+        lyrics_ids / lyrics_mask [shape=(batch, lines, words)]; has_audio / has_lyrics
+        [shape=(batch,)] bool mark which rows really have that modality (modality
+        dropout in training, tracks without lyrics at inference). A missing modality
+        (None) uses the learned "absent" vector for every row.
+        """
+        batch = next(t.shape[0] for t in (mel, waveform, lyrics_ids) if t is not None)
+        audio_vec = lyrics_vec = None
+        word_att = line_att = None
+        if self.config.use_audio:
+            if mel is None and waveform is not None:
+                mel = self.frontend(waveform)
+            audio_vec = self.absent_audio(batch) if mel is None else self.encode_audio(mel, has_audio)
+        if self.config.use_lyrics:
+            if lyrics_ids is None:
+                lyrics_vec = self.absent_lyrics(batch)
+            else:
+                if lyrics_mask is None:
+                    lyrics_mask = lyrics_ids != 0
+                if has_lyrics is None:
+                    has_lyrics = lyrics_mask.flatten(1).any(dim=1)
+                han = self.encode_lyrics(lyrics_ids, lyrics_mask, has_lyrics)
+                lyrics_vec, word_att, line_att = han.vector, han.word_attention, han.line_attention
+        logits = self.classify(audio_vec, lyrics_vec)
+        if return_attention:
+            return ModelOutput(logits, word_att, line_att)
+        return logits

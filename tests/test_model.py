@@ -1,0 +1,171 @@
+"""The fused CNN-HAN model: shapes, masking, batched == one by one, modality absence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmgenre_core.config import AudioConfig, ModelConfig
+from mmgenre_core.model import HAN, Attention, GenreModel, SpectrogramCNN, masked_softmax
+
+from .conftest import DEVICES
+
+SMALL = ModelConfig(n_genres=4, n_mels=32, cnn_channels=(8, 16), audio_dim=24, vocab_size=50,
+                    embed_dim=12, word_hidden=6, line_hidden=5, attention_dim=7)
+SMALL_AUDIO = AudioConfig(n_mels=32, n_fft=512, hop_length=256, window_seconds=3.0)
+
+
+def random_lyrics(batch: int, lines: int = 6, words: int = 5, *, seed: int = 0):
+    """ids/mask (batch, lines, words) with ragged lines and documents, the last one empty."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, SMALL.vocab_size, (batch, lines, words), generator=g)
+    word_counts = torch.randint(1, words + 1, (batch, lines), generator=g)
+    line_counts = torch.randint(1, lines + 1, (batch,), generator=g)
+    line_counts[-1] = 0
+    mask = torch.arange(words) < word_counts.unsqueeze(-1)
+    mask &= (torch.arange(lines) < line_counts.unsqueeze(-1)).unsqueeze(-1)
+    return ids * mask, mask
+
+
+def make_model(device: str = "cpu", seed: int = 0) -> GenreModel:
+    torch.manual_seed(seed)
+    return GenreModel(SMALL, SMALL_AUDIO).to(device).eval()
+
+
+def test_masked_softmax_ignores_padding_and_guards_empty_rows():
+    scores = torch.tensor([[1.0, 2.0, 50.0], [3.0, -1.0, 0.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, False], [True, False, False], [False, False, False]])
+    w = masked_softmax(scores, mask)
+    assert torch.allclose(w[0].sum(), torch.tensor(1.0)) and w[0, 2] == 0
+    assert torch.equal(w[1], torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.equal(w[2], torch.zeros(3))  # no NaN for a row without valid positions
+    assert torch.isfinite(w).all()
+
+
+def test_attention_rows_sum_to_one_and_skip_padding():
+    att = Attention(8, 5)
+    h = torch.randn(3, 6, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    vec, w = att(h, mask)
+    assert vec.shape == (3, 8) and w.shape == (3, 6)
+    assert torch.allclose(w.sum(-1), torch.ones(3), atol=1e-6)
+    assert (w[~mask] == 0).all()
+    # Changing padded positions changes nothing.
+    h2 = h.clone()
+    h2[~mask] = 1e3
+    vec2, w2 = att(h2, mask)
+    assert torch.allclose(vec, vec2, atol=1e-6) and torch.allclose(w, w2)
+
+
+def test_spectrogram_cnn_output_shape_any_length():
+    cnn = SpectrogramCNN(ModelConfig()).eval()  # the paper's sizes
+    for frames in (40, 1292):
+        assert cnn(torch.randn(2, 128, frames)).shape == (2, 500)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_han_attention_masks_and_padding_invariance(device):
+    torch.manual_seed(0)
+    han = HAN(SMALL).to(device).eval()
+    ids, mask = random_lyrics(4)
+    ids, mask = ids.to(device), mask.to(device)
+    out = han(ids, mask)
+    assert out.vector.shape == (4, 2 * SMALL.line_hidden)
+    assert out.word_attention.shape == ids.shape and out.line_attention.shape == ids.shape[:2]
+    line_mask = mask.any(-1)
+    # Word attention rows of real lines sum to 1, padding words get 0.
+    sums = out.word_attention.sum(-1)
+    assert torch.allclose(sums[line_mask], torch.ones_like(sums[line_mask]), atol=1e-5)
+    assert (out.word_attention[~mask] == 0).all()
+    # Line attention over real lines sums to 1 for documents with lyrics; 0 for the empty one.
+    assert torch.allclose(out.line_attention[:3].sum(-1), torch.ones(3, device=device), atol=1e-5)
+    assert (out.line_attention[~line_mask] == 0).all() and (out.vector[3] == 0).all()
+    # Garbage in padded positions must not change anything: padding never enters the GRUs.
+    noisy = ids.clone()
+    noisy[~mask] = 7
+    out2 = han(noisy, mask)
+    assert torch.allclose(out.vector, out2.vector, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_equals_one_by_one(device):
+    model = make_model(device)
+    ids, mask = random_lyrics(5)
+    wave = torch.randn(5, SMALL_AUDIO.window_samples) * 0.1
+    has_lyrics = mask.flatten(1).any(1)
+    args = dict(waveform=wave, lyrics_ids=ids, lyrics_mask=mask, has_lyrics=has_lyrics)
+    with torch.inference_mode():
+        batched = model(**{k: v.to(device) for k, v in args.items()})
+        single = torch.cat([model(**{k: v[i:i + 1].to(device) for k, v in args.items()}) for i in range(5)])
+    assert batched.shape == (5, SMALL.n_genres)
+    assert torch.allclose(batched, single, atol=1e-4, rtol=1e-4)
+
+
+def test_no_lyrics_uses_learned_vector_and_matters():
+    model = make_model()
+    with torch.no_grad():
+        model.no_lyrics.copy_(torch.randn_like(model.no_lyrics))
+    wave = torch.randn(3, SMALL_AUDIO.window_samples) * 0.1
+    ids, mask = random_lyrics(3)
+    with torch.inference_mode():
+        absent = model(waveform=wave)
+        explicit_absent = model(waveform=wave, lyrics_ids=ids, lyrics_mask=mask,
+                                has_lyrics=torch.zeros(3, dtype=torch.bool))
+        with_lyrics = model(waveform=wave, lyrics_ids=ids, lyrics_mask=mask)
+    # Lyrics marked absent are ignored exactly like no lyrics at all.
+    assert torch.allclose(absent, explicit_absent, atol=1e-6)
+    # The third document is empty: it falls back to the no-lyrics vector too.
+    assert torch.allclose(with_lyrics[2], absent[2], atol=1e-6)
+    assert not torch.allclose(with_lyrics[:2], absent[:2], atol=1e-4)
+
+
+def test_lyrics_only_and_audio_only_models():
+    torch.manual_seed(0)
+    lyr_only = GenreModel(ModelConfig(**{**SMALL.to_dict(), "cnn_channels": (8, 16), "use_audio": False,
+                                         "cnn_pool": (2, 4)}), SMALL_AUDIO).eval()
+    ids, mask = random_lyrics(2)
+    assert lyr_only(lyrics_ids=ids, lyrics_mask=mask).shape == (2, 4)
+    audio_only = GenreModel(ModelConfig(**{**SMALL.to_dict(), "cnn_channels": (8, 16), "use_lyrics": False,
+                                           "cnn_pool": (2, 4)}), SMALL_AUDIO).eval()
+    assert audio_only(waveform=torch.randn(2, SMALL_AUDIO.window_samples)).shape == (2, 4)
+    assert not hasattr(audio_only, "han") and not hasattr(lyr_only, "cnn")
+
+
+def test_return_attention():
+    model = make_model()
+    ids, mask = random_lyrics(2)
+    out = model(lyrics_ids=ids, lyrics_mask=mask, return_attention=True)
+    assert out.logits.shape == (2, 4)
+    assert out.word_attention.shape == ids.shape and out.line_attention.shape == (2, ids.shape[1])
+
+
+def test_gradients_reach_both_branches_and_absent_vectors():
+    model = make_model().train()
+    ids, mask = random_lyrics(4)
+    wave = torch.randn(4, SMALL_AUDIO.window_samples) * 0.1
+    has_audio = torch.tensor([True, True, False, False])
+    has_lyrics = torch.tensor([True, False, True, False])
+    mel = model.frontend(wave)
+    logits = model(mel=mel, has_audio=has_audio, lyrics_ids=ids, lyrics_mask=mask, has_lyrics=has_lyrics)
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3])).backward()
+    for name in ("cnn.dense.weight", "han.embedding.weight", "han.word_gru.weight_ih_l0", "no_audio", "no_lyrics",
+                 "classifier.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert model.han.embedding.weight.grad[0].abs().sum() == 0  # padding row never learns
+
+
+def test_load_embeddings_keeps_padding_zero():
+    han = HAN(SMALL)
+    vecs = torch.randn(SMALL.vocab_size, SMALL.embed_dim)
+    han.load_embeddings(vecs)
+    assert torch.equal(han.embedding.weight[1:], vecs[1:]) and (han.embedding.weight[0] == 0).all()
+    with pytest.raises(ValueError):
+        han.load_embeddings(torch.randn(3, 3))
+
+
+def test_paper_sized_model_parameter_count():
+    model = GenreModel(ModelConfig())
+    n = sum(p.numel() for p in model.parameters())
+    # 20k x 300 embedding dominates; the CNN and GRUs are small. A sanity bound, not a target.
+    assert 6_000_000 < n < 12_000_000
