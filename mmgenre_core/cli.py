@@ -1,0 +1,153 @@
+"""Command line: ``mmgenre predict`` and ``mmgenre info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+log = logging.getLogger("mmgenre")
+
+
+def read_lyrics_file(path: str | os.PathLike) -> dict[str, str]:
+    """A JSON-lines file of ``{"path": ..., "lyrics": ...}`` -> {absolute path: lyrics}.
+
+    Relative paths are taken relative to the lyrics file's folder first, then to the
+    current directory. Malformed lines are reported and skipped.
+    """
+    path = Path(path)
+    out: dict[str, str] = {}
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                track, text = rec.get("path") or rec.get("file"), rec.get("lyrics")
+            except (json.JSONDecodeError, AttributeError):
+                log.warning("%s:%d: not a JSON object, skipped", path, lineno)
+                continue
+            if not track or not isinstance(text, str):
+                log.warning("%s:%d: needs 'path' and 'lyrics', skipped", path, lineno)
+                continue
+            candidates = [Path(track)] if os.path.isabs(track) else [path.parent / track, Path(track)]
+            chosen = next((c for c in candidates if c.exists()), candidates[0])
+            out[os.path.abspath(chosen)] = text
+    return out
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .audio import find_audio_files
+    from .predict import GenreClassifier
+
+    try:
+        files = find_audio_files(args.paths)
+    except FileNotFoundError as exc:
+        print(f"mmgenre: {exc}", file=sys.stderr)
+        return 2
+    if not files:
+        print("mmgenre: no audio files found", file=sys.stderr)
+        return 2
+    lyrics = None
+    source = "file"
+    if args.lyrics_file:
+        lyrics = read_lyrics_file(args.lyrics_file)
+    clf = GenreClassifier.load(args.model, device=args.device)
+    started = time.perf_counter()
+    n_failed = 0
+    paths = [os.path.abspath(f) for f in files]
+    for res in clf.iter_predict(paths, lyrics=lyrics, lyrics_source=source, use_lyrics=not args.no_lyrics,
+                                batch_size=args.batch_size, top_k=args.top_k,
+                                return_attention=args.attention):
+        if res.error:
+            n_failed += 1
+        if args.json:
+            print(json.dumps(res.to_dict(), ensure_ascii=False), flush=True)
+        elif res.error:
+            print(f"{res.path}: ERROR {res.error}", flush=True)
+        else:
+            genres = ", ".join(f"{g.genre} ({g.confidence:.2f})" for g in res.genres)
+            print(f"{res.path}: {genres}  [lyrics: {res.lyrics}]", flush=True)
+    elapsed = time.perf_counter() - started
+    log.info("%d tracks in %.1f s (%.1f tracks/s), %d failed", len(paths), elapsed,
+             len(paths) / max(elapsed, 1e-9), n_failed)
+    return 1 if n_failed else 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .predict import default_model_path
+
+    path = args.model or default_model_path()
+    ckpt = load_checkpoint(path)
+    if args.json:
+        print(json.dumps({"path": str(path), "model_id": ckpt.model_id, "genres": ckpt.genres,
+                          "model_config": ckpt.model_config.to_dict(), "audio_config": ckpt.audio_config.to_dict(),
+                          "text_config": ckpt.text_config.to_dict(), "vocab_size": len(ckpt.vocab),
+                          "metadata": ckpt.metadata, "metrics": ckpt.metrics}, indent=2, default=str))
+        return 0
+    mc = ckpt.model_config
+    n_params = sum(t.numel() for t in ckpt.state_dict.values())
+    print(f"model:    {ckpt.model_id}  ({path})")
+    print(f"genres:   {', '.join(ckpt.genres)}")
+    branches = [b for b, on in (("audio CNN", mc.use_audio), ("lyrics HAN", mc.use_lyrics)) if on]
+    print(f"branches: {' + '.join(branches)}; {n_params / 1e6:.2f} M parameters; vocabulary {len(ckpt.vocab)} words")
+    card = ckpt.metadata.get("model_card")
+    if card:
+        print()
+        print(card.rstrip())
+    elif ckpt.metrics:
+        print("metrics:  " + json.dumps(ckpt.metrics, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmgenre", description="Music genre tagging from audio and lyrics.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and timing")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="classify audio files or folders (searched recursively)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--model", metavar="PATH", help="checkpoint (default: the model shipped with mmgenre)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--batch-size", type=int, default=16, metavar="N")
+    p.add_argument("--top-k", type=int, default=3, metavar="K")
+    p.add_argument("--json", action="store_true", help="one JSON object per track, one a line")
+    p.add_argument("--attention", action="store_true", help="with --json: the lyrics lines/words the model attended to")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--lyrics-file", metavar="F.jsonl", help='JSON lines of {"path": ..., "lyrics": ...}')
+    group.add_argument("--no-lyrics", action="store_true", help="classify from audio alone")
+    p.set_defaults(func=_cmd_predict)
+
+    i = sub.add_parser("info", help="show a model's genres, sizes and model card")
+    i.add_argument("--model", metavar="PATH")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "batch_size", 1) < 1 or getattr(args, "top_k", 1) < 1:
+        print("mmgenre: --batch-size and --top-k must be at least 1", file=sys.stderr)
+        return 2
+    from .errors import MMGenreError
+
+    try:
+        return args.func(args)
+    except MMGenreError as exc:
+        print(f"mmgenre: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

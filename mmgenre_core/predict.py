@@ -1,0 +1,363 @@
+"""GenreClassifier: fast batched inference over audio files (and their lyrics).
+
+Decoding runs in a pool of worker threads (libsndfile, FFmpeg and soxr release
+the GIL), a bounded number of tracks ahead of the model, so decoding overlaps with
+the model's compute. Tracks are batched; each track's genre probabilities are the
+mean over its analysed windows. A file that cannot be read gets an error in its
+result and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .audio import load_windows
+from .checkpoint import Checkpoint, load_checkpoint
+from .device import autocast, resolve_device
+from .errors import AudioError, ModelNotFoundError
+from .tags import read_embedded_lyrics
+from .text import Vocabulary, encode_batch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "default.pt"
+
+#: Where a lyrics text came from, as reported per track.
+LYRICS_SOURCES = ("tag", "file", "library", "genius", "given", "none")
+
+
+def default_model_path() -> Path:
+    """The checkpoint shipped inside the package (it may not exist in a dev checkout)."""
+    return Path(str(resources.files("mmgenre_core") / "models" / DEFAULT_MODEL_NAME))
+
+
+@dataclass(frozen=True)
+class GenreScore:
+    genre: str
+    confidence: float
+
+
+@dataclass
+class TrackPrediction:
+    """The result for one track: top genres, all probabilities, where lyrics came from, or an error."""
+
+    path: str | None
+    genres: list[GenreScore] = field(default_factory=list)
+    probabilities: dict[str, float] = field(default_factory=dict)
+    lyrics: str = "none"
+    error: str | None = None
+    #: Only with ``return_attention=True`` and lyrics: [(line words, word weights, line weight)].
+    attention: list[tuple[list[str], list[float], float]] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def top(self) -> GenreScore | None:
+        return self.genres[0] if self.genres else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CLI's JSON shape: path, genres [{genre, confidence}], lyrics, error."""
+        out: dict[str, Any] = {
+            "path": self.path,
+            "genres": [{"genre": g.genre, "confidence": round(g.confidence, 4)} for g in self.genres],
+            "lyrics": self.lyrics,
+            "error": self.error,
+        }
+        if self.attention is not None:
+            out["attention"] = [
+                {"words": words, "word_weights": [round(w, 4) for w in ww], "line_weight": round(lw, 4)}
+                for words, ww, lw in self.attention
+            ]
+        return out
+
+
+@dataclass
+class _Decoded:
+    index: int
+    windows: np.ndarray | None  # (num_windows, samples) float32
+    lyrics: str | None
+    lyrics_source: str
+    error: str | None
+
+
+def _resolve_lyrics(lyrics: Sequence[str | None] | Mapping[str, str | None] | None,
+                    paths: Sequence[str]) -> list[str | None] | None:
+    if lyrics is None:
+        return None
+    if isinstance(lyrics, Mapping):
+        return [lyrics.get(p, lyrics.get(os.path.abspath(p))) for p in paths]
+    lyrics = list(lyrics)
+    if len(lyrics) != len(paths):
+        raise ValueError(f"{len(lyrics)} lyrics for {len(paths)} paths: give one (or None) per path")
+    return lyrics
+
+
+class GenreClassifier:
+    """Genre predictions from a checkpoint, on CPU, CUDA or MPS.
+
+    >>> clf = GenreClassifier.load()                      # the model shipped in the package
+    >>> [r.top.genre for r in clf.predict(["song.mp3"])]  # doctest: +SKIP
+    """
+
+    def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device = "auto") -> None:
+        self.checkpoint = checkpoint
+        self.device = resolve_device(device)
+        self.model = checkpoint.build_model().to(self.device)
+        self.genres = list(checkpoint.genres)
+        self.audio_config = checkpoint.audio_config
+        self.text_config = checkpoint.text_config
+        self.vocab = Vocabulary.from_list(checkpoint.vocab) if checkpoint.model_config.use_lyrics else None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, *, device: str | torch.device = "auto") -> "GenreClassifier":
+        """Load a checkpoint file; ``path=None`` means the default model shipped in the package."""
+        if path is None:
+            path = default_model_path()
+            if not path.is_file():
+                raise ModelNotFoundError(
+                    "no default model is installed with this copy of mmgenre. Train one with "
+                    "`python training/train.py --config training/configs/default_model.json --out RUN_DIR` "
+                    "and pass its RUN_DIR/model.pt (mmgenre predict --model PATH, or `model:` in the "
+                    "beets config)."
+                )
+        return cls(load_checkpoint(path), device=device)
+
+    @property
+    def model_id(self) -> str:
+        return self.checkpoint.model_id
+
+    @property
+    def uses_lyrics(self) -> bool:
+        return self.checkpoint.model_config.use_lyrics
+
+    # ------------------------------------------------------------------ decoding
+    def _decode_one(self, index: int, path: str, lyrics: str | None, lyrics_source: str,
+                    read_tags: bool) -> _Decoded:
+        windows = None
+        error = None
+        if self.checkpoint.model_config.use_audio:
+            try:
+                windows = load_windows(path, config=self.audio_config)
+            except (AudioError, OSError) as exc:
+                error = str(exc)
+            except Exception as exc:  # a decoder bug must not end a library-wide run
+                log.exception("unexpected error decoding %s", path)
+                error = f"{path}: cannot decode ({type(exc).__name__}: {exc})"
+        if error is None and lyrics is None and read_tags and self.uses_lyrics:
+            lyrics = read_embedded_lyrics(path)
+            lyrics_source = "tag" if lyrics else "none"
+        return _Decoded(index, windows, lyrics, lyrics_source if lyrics else "none", error)
+
+    def _iter_decoded(self, jobs: list[tuple[str, str | None, str]], *, read_tags: bool,
+                      num_workers: int, prefetch: int) -> Iterator[_Decoded]:
+        """Decode in worker threads, at most ``prefetch`` tracks ahead, yielding in order."""
+        if num_workers <= 0:
+            for i, (p, lyr, src) in enumerate(jobs):
+                yield self._decode_one(i, p, lyr, src, read_tags)
+            return
+        with ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="mmgenre-decode") as pool:
+            pending: list[Future[_Decoded]] = []
+            it = iter(enumerate(jobs))
+            for i, (p, lyr, src) in it:
+                pending.append(pool.submit(self._decode_one, i, p, lyr, src, read_tags))
+                if len(pending) >= prefetch:
+                    break
+            while pending:
+                done = pending.pop(0).result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    i, (p, lyr, src) = nxt
+                    pending.append(pool.submit(self._decode_one, i, p, lyr, src, read_tags))
+                yield done
+
+    # ----------------------------------------------------------------- inference
+    @torch.inference_mode()
+    def _run_batch(self, windows: list[np.ndarray | None], lyrics: list[str | None],
+                   return_attention: bool) -> tuple[np.ndarray, list]:
+        """windows: per track (num_windows, samples) or None; -> probabilities (batch, n_genres)."""
+        model, device = self.model, self.device
+        batch = len(lyrics)
+        with autocast(device):
+            lyrics_vec = None
+            word_att = line_att = None
+            if self.uses_lyrics:
+                if any(lyrics):
+                    ids, mask, has = encode_batch(lyrics, vocab=self.vocab, config=self.text_config)
+                    han = model.encode_lyrics(ids.to(device), mask.to(device), has.to(device))
+                    lyrics_vec, word_att, line_att = han.vector, han.word_attention, han.line_attention
+                else:  # the common case: no track of the batch has lyrics; skip the HAN
+                    lyrics_vec = model.absent_lyrics(batch)
+            if self.checkpoint.model_config.use_audio:
+                counts = [w.shape[0] for w in windows]
+                stacked = torch.from_numpy(np.concatenate(windows, axis=0))  # (sum windows, samples)
+                if device.type == "cuda":
+                    stacked = stacked.pin_memory()
+                mel = model.frontend(stacked.to(device, non_blocking=True))  # (sum windows, n_mels, frames)
+                audio_vec = model.encode_audio(mel)
+                track_of_window = torch.repeat_interleave(torch.arange(batch, device=device),
+                                                          torch.tensor(counts, device=device))
+                lyr = None if lyrics_vec is None else lyrics_vec[track_of_window]
+                probs = torch.softmax(model.classify(audio_vec, lyr).float(), dim=-1)  # (sum windows, n_genres)
+                # Track score = mean over its windows.
+                track_probs = torch.zeros((batch, probs.shape[1]), device=device).index_add_(0, track_of_window, probs)
+                track_probs /= torch.tensor(counts, device=device, dtype=torch.float32).unsqueeze(1)
+            else:
+                track_probs = torch.softmax(model.classify(None, lyrics_vec).float(), dim=-1)
+        attention = []
+        if return_attention and word_att is not None:
+            attention = [word_att.float().cpu().numpy(), line_att.float().cpu().numpy()]
+        return track_probs.cpu().numpy(), attention
+
+    def _make_result(self, path: str | None, probs: np.ndarray, lyrics_source: str, top_k: int) -> TrackPrediction:
+        order = np.argsort(-probs, kind="stable")[:top_k]
+        return TrackPrediction(
+            path=path,
+            genres=[GenreScore(self.genres[i], float(probs[i])) for i in order],
+            probabilities={g: float(p) for g, p in zip(self.genres, probs)},
+            lyrics=lyrics_source,
+        )
+
+    def _attach_attention(self, result: TrackPrediction, text: str | None, word_att: np.ndarray,
+                          line_att: np.ndarray) -> None:
+        from .text import tokenize_lyrics
+
+        lines = tokenize_lyrics(text, config=self.text_config)[: self.text_config.max_lines]
+        result.attention = [
+            (words[: self.text_config.max_words],
+             [float(w) for w in word_att[i, : min(len(words), self.text_config.max_words)]],
+             float(line_att[i]))
+            for i, words in enumerate(lines)
+        ]
+
+    def predict(
+        self,
+        paths: Iterable[str | os.PathLike],
+        *,
+        lyrics: Sequence[str | None] | Mapping[str, str | None] | None = None,
+        lyrics_source: str = "given",
+        use_lyrics: bool = True,
+        read_tag_lyrics: bool = True,
+        batch_size: int = 16,
+        top_k: int = 3,
+        num_workers: int | None = None,
+        return_attention: bool = False,
+        progress: Callable[[TrackPrediction], None] | None = None,
+    ) -> list[TrackPrediction]:
+        """Classify audio files; one :class:`TrackPrediction` per path, in order.
+
+        Parameters
+        ----------
+        paths : audio files.
+        lyrics : one text (or None) per path, or a mapping path -> text. Tracks with no
+            lyrics given fall back to lyrics embedded in the file's tags when
+            ``read_tag_lyrics``; ``use_lyrics=False`` classifies from audio alone.
+        lyrics_source : the label reported for lyrics passed in ``lyrics``.
+        batch_size : tracks per model call.
+        num_workers : decoding threads (default: the number of CPU cores, at most 8).
+        progress : called with each result as soon as it is ready.
+        """
+        return list(self.iter_predict(
+            paths, lyrics=lyrics, lyrics_source=lyrics_source, use_lyrics=use_lyrics,
+            read_tag_lyrics=read_tag_lyrics, batch_size=batch_size, top_k=top_k,
+            num_workers=num_workers, return_attention=return_attention, progress=progress))
+
+    def iter_predict(
+        self,
+        paths: Iterable[str | os.PathLike],
+        *,
+        lyrics: Sequence[str | None] | Mapping[str, str | None] | None = None,
+        lyrics_source: str = "given",
+        use_lyrics: bool = True,
+        read_tag_lyrics: bool = True,
+        batch_size: int = 16,
+        top_k: int = 3,
+        num_workers: int | None = None,
+        return_attention: bool = False,
+        progress: Callable[[TrackPrediction], None] | None = None,
+    ) -> Iterator[TrackPrediction]:
+        """Like :meth:`predict`, yielding results in order as their batch completes."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        paths = [os.fspath(p) for p in paths]
+        texts = _resolve_lyrics(lyrics, paths) if use_lyrics else None
+        jobs = [(p, texts[i] if texts else None, lyrics_source) for i, p in enumerate(paths)]
+        if num_workers is None:
+            num_workers = min(8, os.cpu_count() or 1)
+        decoded = self._iter_decoded(jobs, read_tags=use_lyrics and read_tag_lyrics,
+                                     num_workers=num_workers, prefetch=max(2 * batch_size, num_workers))
+        results: dict[int, TrackPrediction] = {}
+        next_out = 0
+        batch: list[_Decoded] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            probs, att = self._run_batch([d.windows for d in batch], [d.lyrics for d in batch], return_attention)
+            for row, d in enumerate(batch):
+                res = self._make_result(paths[d.index], probs[row], d.lyrics_source, top_k)
+                if att and d.lyrics:
+                    self._attach_attention(res, d.lyrics, att[0][row], att[1][row])
+                results[d.index] = res
+            batch.clear()
+
+        for item in decoded:
+            if item.error is not None:
+                results[item.index] = TrackPrediction(path=paths[item.index], error=item.error, lyrics="none")
+            else:
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    flush()
+            # Emit every result that is complete and next in order.
+            while next_out in results:
+                res = results.pop(next_out)
+                if progress is not None:
+                    progress(res)
+                yield res
+                next_out += 1
+        flush()
+        while next_out in results:
+            res = results.pop(next_out)
+            if progress is not None:
+                progress(res)
+            yield res
+            next_out += 1
+
+    def predict_lyrics(self, texts: Sequence[str | None], *, top_k: int = 3, batch_size: int = 64,
+                       return_attention: bool = False) -> list[TrackPrediction]:
+        """Classify lyrics alone (no audio): the model's learned "no audio" vector stands in."""
+        if not self.uses_lyrics:
+            raise ValueError("this model has no lyrics branch")
+        out: list[TrackPrediction] = []
+        for start in range(0, len(texts), batch_size):
+            chunk = list(texts[start:start + batch_size])
+            probs, att = self._predict_lyrics_batch(chunk, return_attention)
+            for row, text in enumerate(chunk):
+                res = self._make_result(None, probs[row], "given" if text else "none", top_k)
+                if att and text:
+                    self._attach_attention(res, text, att[0][row], att[1][row])
+                out.append(res)
+        return out
+
+    @torch.inference_mode()
+    def _predict_lyrics_batch(self, texts: list[str | None], return_attention: bool) -> tuple[np.ndarray, list]:
+        model, device = self.model, self.device
+        ids, mask, has = encode_batch(texts, vocab=self.vocab, config=self.text_config)
+        with autocast(device):
+            han = model.encode_lyrics(ids.to(device), mask.to(device), has.to(device))
+            audio_vec = model.absent_audio(len(texts)) if self.checkpoint.model_config.use_audio else None
+            probs = torch.softmax(model.classify(audio_vec, han.vector).float(), dim=-1)
+        att = [han.word_attention.float().cpu().numpy(), han.line_attention.float().cpu().numpy()] \
+            if return_attention else []
+        return probs.cpu().numpy(), att
