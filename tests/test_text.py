@@ -7,7 +7,6 @@ The cleaning cases use short invented lines; the corpus tests read the real lyri
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import subprocess
@@ -35,12 +34,6 @@ from mmgenre_core.text import (
 )
 
 SMALL = TextConfig(max_lines=3, max_words=4)
-
-
-def _data_dir() -> Path:
-    """The shared real data: ``$MMGENRE_DATA_DIR`` or ``<repo>/../shared/data``."""
-    env = os.environ.get("MMGENRE_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 # --------------------------------------------------------------------------- #
@@ -369,10 +362,8 @@ _LABEL_IN_LINE = re.compile(r"\[[^\]]*\]")
 
 
 @pytest.fixture(scope="module")
-def corpus() -> list[dict[str, Any]]:
-    path = _data_dir() / "lyrics" / "lyrics.jsonl"
-    if not path.is_file():
-        pytest.skip(f"real lyrics corpus not found at {path} (set MMGENRE_DATA_DIR)")
+def corpus(data_dir: Path) -> list[dict[str, Any]]:
+    path = data_dir / "lyrics" / "lyrics.jsonl"
     with path.open(encoding="utf-8") as fh:
         records = [json.loads(line) for line in fh if line.strip()]
     assert len(records) > 100
