@@ -85,7 +85,8 @@ class ConvBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.pool(self.bn(torch.relu(self.conv(x)))))
+        # In-place ReLU: the conv output is not needed for backward; saves a full-resolution copy.
+        return self.dropout(self.pool(self.bn(torch.relu_(self.conv(x)))))
 
 
 class SpectrogramCNN(nn.Module):

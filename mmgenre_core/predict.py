@@ -111,6 +111,9 @@ class GenreClassifier:
     >>> [r.top.genre for r in clf.predict(["song.mp3"])]  # doctest: +SKIP
     """
 
+    #: Windows per audio forward pass on the CPU (see _run_batch).
+    cpu_audio_chunk = 4
+
     def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device = "auto") -> None:
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
@@ -204,8 +207,13 @@ class GenreClassifier:
                 stacked = torch.from_numpy(np.concatenate(windows, axis=0))  # (sum windows, samples)
                 if device.type == "cuda":
                     stacked = stacked.pin_memory()
-                mel = model.frontend(stacked.to(device, non_blocking=True))  # (sum windows, n_mels, frames)
-                audio_vec = model.encode_audio(mel)
+                stacked = stacked.to(device, non_blocking=True)
+                # On the CPU, features and CNN run a few windows at a time: the full-resolution
+                # activations of a 30-s window are ~40 MB, so this bounds peak memory whatever
+                # the batch size, at no cost in speed. GPUs take the whole batch.
+                chunk = self.cpu_audio_chunk if device.type == "cpu" else stacked.shape[0]
+                audio_vec = torch.cat([model.encode_audio(model.frontend(part))  # (chunk, audio_dim)
+                                       for part in stacked.split(chunk)], dim=0)
                 track_of_window = torch.repeat_interleave(torch.arange(batch, device=device),
                                                           torch.tensor(counts, device=device))
                 lyr = None if lyrics_vec is None else lyrics_vec[track_of_window]
