@@ -1,0 +1,684 @@
+"""Tags genres by listening to the audio and reading the lyrics (mmgenre).
+
+``beet mmgenre [-f] [-k] [-p] [-a] [--no-lyrics] [QUERY]`` classifies the matching
+tracks (or albums) with the fused CNN + HAN model of mmgenre, and imports are
+tagged automatically (``auto: yes``). Per track it sets the list field
+``genres`` and the typed flexible attributes ``mmgenre_genre`` (best genre),
+``mmgenre_confidence`` (its probability), ``mmgenre_lyrics`` (whether lyrics were
+used), ``mmgenre_model`` (model id) and ``mmgenre_genres`` (the genres mmgenre
+wrote, so a rerun replaces its own guesses and never, without ``--force``, the
+user's).
+
+Nothing heavy is imported at module level: torch and the model load on the first
+classification, so enabling the plugin does not slow down ``beet ls``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import confuse
+from beets import config, ui
+from beets.dbcore import types
+from beets.plugins import BeetsPlugin
+
+
+class _LazyModule:
+    """A module imported on first attribute access (keeps ``beet ls`` start-up lean)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        module = importlib.import_module(self._name)
+        self.__dict__.update(vars(module))
+        return getattr(module, attr)
+
+
+if TYPE_CHECKING:
+    from beets.importer import ImportSession, ImportTask
+    from beets.library import Album, Item, Library, LibModel
+
+    from mmgenre_core import tagging
+    from mmgenre_core.genius import GeniusClient
+    from mmgenre_core.predict import GenreClassifier, TrackPrediction
+else:
+    tagging = _LazyModule("mmgenre_core.tagging")
+
+
+#: Where lyrics came from, as logged; "" means no lyrics.
+LYRICS_LIBRARY, LYRICS_FILE, LYRICS_GENIUS = "library", "file", "genius"
+
+SKIP_NO_FILE = "file not found"
+
+#: Fields shown by ``--pretend`` and after each change.
+SHOWN_FIELDS = ("genres",)
+
+
+class Confidence(types.Float):
+    """A probability, shown with two decimals (``beet ls -f '$mmgenre_confidence'``)."""
+
+    def __init__(self) -> None:
+        super().__init__(digits=2)
+
+
+CONFIDENCE = Confidence()
+GENRE_LIST = types.MULTI_VALUE_DSV
+
+FIELD_TYPES: dict[str, types.Type] = {
+    "mmgenre_genre": types.STRING,
+    "mmgenre_confidence": CONFIDENCE,
+    "mmgenre_lyrics": types.BOOLEAN,
+    "mmgenre_model": types.STRING,
+    "mmgenre_genres": GENRE_LIST,
+}
+
+
+# --------------------------------------------------------------------------- #
+# Run bookkeeping: progress and summary
+# --------------------------------------------------------------------------- #
+
+
+class Progress:
+    """A progress bar on a terminal (tqdm, on stderr), else a log line every ``interval`` s."""
+
+    def __init__(self, total: int, log: Any, *, unit: str = "track", interval: float = 30.0,
+                 enabled: bool = True) -> None:
+        self.total = total
+        self.done = 0
+        self.unit = unit
+        self.log = log
+        self.interval = interval
+        self.started = time.perf_counter()
+        self._last_report = self.started
+        self.bar = None
+        if enabled and total > 1 and _is_terminal(sys.stderr):
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit=unit, desc="mmgenre", file=sys.stderr, dynamic_ncols=True,
+                                leave=False, smoothing=0.1)
+            except ImportError:  # pragma: no cover - tqdm is a dependency
+                self.bar = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def rate(self) -> float:
+        return self.done / max(self.elapsed, 1e-9)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.perf_counter()
+        if now - self._last_report >= self.interval and self.done < self.total:
+            self._last_report = now
+            self.log.info("{}/{} {}s, {:.1f} {}s/s", self.done, self.total, self.unit, self.rate, self.unit)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Print around the bar without tearing it."""
+        if self.bar is None:
+            yield
+        else:
+            with self.bar.external_write_mode():
+                yield
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class Summary:
+    """Counts of one run: tagged, unchanged, skipped (with reasons), failed (with reasons)."""
+
+    def __init__(self, kind: str = "track") -> None:
+        self.kind = kind
+        self.classified = 0
+        self.tagged = 0
+        self.unchanged = 0
+        self.skipped: Counter = Counter()
+        self.failed: Counter = Counter()
+
+    @property
+    def total(self) -> int:
+        return self.tagged + self.unchanged + sum(self.skipped.values()) + sum(self.failed.values())
+
+    def add(self, status: str, reason: str | None = None) -> None:
+        if status == tagging.TAGGED:
+            self.tagged += 1
+        elif status == tagging.UNCHANGED:
+            self.unchanged += 1
+        elif status == tagging.SKIPPED:
+            self.skipped[reason or "skipped"] += 1
+        else:
+            self.failed[reason or "failed"] += 1
+
+    def describe(self, *, pretend: bool = False) -> str:
+        n = self.total
+        parts = [f"{self.tagged} {'would be tagged' if pretend else 'tagged'}", f"{self.unchanged} unchanged"]
+        n_skipped = sum(self.skipped.values())
+        if n_skipped:
+            reasons = ", ".join(f"{count} {reason}" for reason, count in self.skipped.most_common())
+            parts.append(f"{n_skipped} skipped ({reasons})")
+        else:
+            parts.append("0 skipped")
+        parts.append(f"{sum(self.failed.values())} failed")
+        return f"{n} {self.kind}{'' if n == 1 else 's'}: " + ", ".join(parts)
+
+
+class _Classified:
+    """One classified track: the model's answer and where its lyrics came from."""
+
+    __slots__ = ("item", "prediction", "lyrics_source", "lyrics_text")
+
+    def __init__(self, item: Item, prediction: TrackPrediction | None, lyrics_source: str,
+                 lyrics_text: str | None = None) -> None:
+        self.item = item
+        self.prediction = prediction
+        self.lyrics_source = lyrics_source  # "", "library", "file" or "genius"
+        self.lyrics_text = lyrics_text
+
+    @property
+    def ok(self) -> bool:
+        return self.prediction is not None and self.prediction.error is None
+
+
+# --------------------------------------------------------------------------- #
+# The plugin
+# --------------------------------------------------------------------------- #
+
+
+class MMGenrePlugin(BeetsPlugin):
+    item_types: ClassVar[dict[str, types.Type]] = dict(FIELD_TYPES)
+    album_types: ClassVar[dict[str, types.Type]] = dict(FIELD_TYPES)
+
+    def __init__(self) -> None:
+        super().__init__("mmgenre")
+        self.config.add(
+            {
+                "auto": True,
+                "model": None,
+                "device": "auto",
+                "batch_size": 16,
+                "count": 1,
+                "min_confidence": 0.3,
+                "force": False,
+                "keep_existing": False,
+                "genre_map": {},
+                "whitelist": [],
+                "lyrics": True,
+                "store_lyrics": False,
+                "genius_token": None,
+                "genius_timeout": 10.0,
+                "genius_cache": None,
+                "genius_api_root": None,
+                "genius_web_root": None,
+                "pretend": False,
+                "album": False,
+            }
+        )
+        self.config["genius_token"].redact = True
+        # Items tagged during an import whose files beets will not write itself (as-is imports).
+        self._unwritten: set[int] = set()
+        self._import_error: str | None = None
+        if self.config["auto"].get(bool):
+            self.import_stages = [self.imported]
+            self.register_listener("import_task_files", self.write_imported)
+
+    # ------------------------------------------------------------ configuration
+    def tagging_options(self) -> tagging.TaggingOptions:
+        """The genre rules from the configuration (raises ui.UserError when invalid)."""
+        try:
+            whitelist = self.config["whitelist"].get()
+            if isinstance(whitelist, str) and os.path.isfile(os.path.expanduser(whitelist)):
+                with open(os.path.expanduser(whitelist), encoding="utf-8") as fh:
+                    whitelist = [ln.strip() for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
+            genre_map = self.config["genre_map"].get() or {}
+            if not isinstance(genre_map, dict):
+                raise ValueError("genre_map must be a mapping of model genre -> your genre name")
+            return tagging.TaggingOptions(
+                count=self.config["count"].get(int),
+                min_confidence=self.config["min_confidence"].as_number(),
+                genre_map=genre_map,
+                whitelist=tagging.parse_whitelist(whitelist),
+                force=self.config["force"].get(bool),
+                keep_existing=self.config["keep_existing"].get(bool),
+            )
+        except (ValueError, TypeError, OSError, confuse.ConfigError) as exc:
+            raise ui.UserError(f"mmgenre: invalid configuration: {exc}") from exc
+
+    @cached_property
+    def classifier(self) -> GenreClassifier:
+        """The model, loaded on first use (this is where torch gets imported)."""
+        from mmgenre_core.errors import MMGenreError
+        from mmgenre_core.predict import GenreClassifier
+
+        path = self.config["model"].as_filename() if self.config["model"].get() else None
+        try:
+            clf = GenreClassifier.load(path, device=self.config["device"].as_str())
+        except MMGenreError as exc:
+            raise ui.UserError(f"mmgenre: cannot load the model: {exc}") from exc
+        self._log.debug("model {} on {} ({} genres)", clf.model_id, clf.device, len(clf.genres))
+        return clf
+
+    @cached_property
+    def genius(self) -> GeniusClient | None:
+        """The Genius client, or None when no ``genius_token`` is configured."""
+        token = self.config["genius_token"].get()
+        if not token:
+            return None
+        from mmgenre_core.genius import GeniusClient
+
+        cache = self.config["genius_cache"].get()
+        if cache is None:
+            cache_dir = None
+        elif cache is False:
+            cache_dir = False
+        else:
+            cache_dir = self.config["genius_cache"].as_filename()
+        return GeniusClient(
+            str(token),
+            timeout=self.config["genius_timeout"].as_number(),
+            cache_dir=cache_dir,
+            api_root=self.config["genius_api_root"].get(),
+            web_root=self.config["genius_web_root"].get(),
+            warn=lambda message: self._log.warning("{}", message),
+            debug=lambda message: self._log.debug("{}", message),
+        )
+
+    def _use_lyrics(self) -> bool:
+        return self.config["lyrics"].get(bool) and self.classifier.uses_lyrics
+
+    # ---------------------------------------------------------------- commands
+    def commands(self) -> list[ui.Subcommand]:
+        cmd = ui.Subcommand("mmgenre", help="tag genres from the audio and lyrics")
+        cmd.parser.usage = "%prog [options] [QUERY]"
+        cmd.parser.add_option("-f", "--force", dest="force", action="store_true", default=None,
+                              help="replace genres the tracks already have")
+        cmd.parser.add_option("-k", "--keep-existing", dest="keep_existing", action="store_true", default=None,
+                              help="add the new genres to the existing ones")
+        cmd.parser.add_option("-p", "--pretend", dest="pretend", action="store_true", default=None,
+                              help="show what would change, change nothing")
+        cmd.parser.add_option("-a", "--album", dest="album", action="store_true", default=None,
+                              help="tag albums (from their tracks) as well as their tracks")
+        cmd.parser.add_option("--no-lyrics", dest="lyrics", action="store_false", default=None,
+                              help="classify from the audio alone")
+        cmd.func = self.command
+        return [cmd]
+
+    def command(self, lib: Library, opts: Any, args: list[str]) -> None:
+        self.config.set_args(vars(opts))
+        options = self.tagging_options()
+        pretend = self.config["pretend"].get(bool)
+        write = ui.should_write() and not pretend
+        started = time.perf_counter()
+        if self.config["album"].get(bool):
+            albums = list(lib.albums(args))
+            album_summary, track_summary = Summary("album"), Summary("track")
+            self.tag_albums(lib, albums, options, write=write, pretend=pretend, show=True,
+                            album_summary=album_summary, track_summary=track_summary)
+            summaries = [album_summary, track_summary]
+        else:
+            items = list(lib.items(args))
+            track_summary = Summary("track")
+            self.tag_items(lib, items, options, write=write, pretend=pretend, show=True, summary=track_summary)
+            summaries = [track_summary]
+        elapsed = time.perf_counter() - started
+        n_classified = track_summary.classified
+        rate = f" in {elapsed:.1f} s ({n_classified / max(elapsed, 1e-9):.1f} tracks/s)" if n_classified else ""
+        prefix = "mmgenre (pretend)" if pretend else "mmgenre"
+        ui.print_(f"{prefix}: " + "; ".join(s.describe(pretend=pretend) for s in summaries) + rate)
+
+    # ------------------------------------------------------------- classifying
+    @staticmethod
+    def _lyrics_query(item: Item) -> tuple[str | None, str, str, str]:
+        """What the lyrics lookup needs, read in the main thread: beets' database
+        connections belong to their thread, so the lookup thread never touches items.
+        """
+        return (item.get("lyrics", with_album=False) or None, os.fsdecode(item.path),
+                item.get("artist", with_album=False) or item.get("albumartist", with_album=False) or "",
+                item.get("title", with_album=False) or "")
+
+    def _lyrics_for(self, query: tuple[str | None, str, str, str],
+                    genius: GeniusClient | None) -> tuple[str | None, str]:
+        """Lyrics by priority: the library, the file's tags, Genius. (None, "") when none.
+
+        Without Genius the file's tags are read by the classifier's decoding
+        threads (returned here as (None, "")).
+        """
+        from mmgenre_core.text import clean_lyrics
+
+        text, path, artist, title = query
+        if text and clean_lyrics(text):
+            return text, LYRICS_LIBRARY
+        if genius is None:
+            return None, ""
+        from mmgenre_core.tags import read_embedded_lyrics
+
+        text = read_embedded_lyrics(path)
+        if text and clean_lyrics(text):
+            return text, LYRICS_FILE
+        result = genius.fetch(artist, title)
+        if result.lyrics and clean_lyrics(result.lyrics):
+            self._log.debug("lyrics of {} - {} from Genius ({})", artist, title, result.status)
+            return result.lyrics, LYRICS_GENIUS
+        return None, ""
+
+    def _gather_lyrics(self, queries: Sequence[tuple[str | None, str, str, str]],
+                       genius: GeniusClient | None) -> list[tuple[str | None, str]]:
+        return [self._lyrics_for(query, genius) for query in queries]
+
+    def classify(self, items: Sequence[Item], progress: Progress | None = None) -> Iterator[_Classified]:
+        """Classify ``items`` in batches, yielding one result per item, in order.
+
+        With Genius, lyrics are looked up chunk by chunk in a background thread,
+        one chunk ahead of the model, so network waits overlap with the model's
+        work and results keep coming during a long run.
+        """
+        if not items:
+            return
+        clf = self.classifier
+        use_lyrics = self._use_lyrics()
+        genius = self.genius if use_lyrics else None
+        batch_size = max(1, self.config["batch_size"].get(int))
+        size = len(items) if genius is None else max(64, 4 * batch_size)
+        chunks = [items[i:i + size] for i in range(0, len(items), size)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmgenre-lyrics") as pool:
+            queries = [[self._lyrics_query(item) for item in part] for part in chunks] if use_lyrics else []
+            pending = pool.submit(self._gather_lyrics, queries[0], genius) if use_lyrics else None
+            for k, part in enumerate(chunks):
+                found = pending.result() if pending is not None else [(None, "")] * len(part)
+                if use_lyrics and k + 1 < len(chunks):
+                    pending = pool.submit(self._gather_lyrics, queries[k + 1], genius)
+                texts = [text for text, _ in found]
+                predictions = clf.iter_predict(
+                    [os.fsdecode(item.path) for item in part],
+                    lyrics=texts if use_lyrics else None,
+                    lyrics_source="given",
+                    use_lyrics=use_lyrics,
+                    read_tag_lyrics=use_lyrics and genius is None,
+                    batch_size=batch_size,
+                    top_k=len(clf.genres),
+                )
+                for (item, pred), (text, source) in zip(zip(part, predictions), found):
+                    if pred.error is not None or not use_lyrics:
+                        source, text = "", None
+                    elif pred.lyrics == "tag":
+                        source, text = LYRICS_FILE, None
+                    elif pred.lyrics != "given":
+                        source, text = "", None
+                    if progress is not None:
+                        progress.update()
+                    yield _Classified(item, pred, source, text)
+
+    # ---------------------------------------------------------------- applying
+    def _previous(self, obj: LibModel) -> tuple[list[str], list[str]]:
+        """(current genres, genres mmgenre set earlier) of an item or album."""
+        from beets.library import Item
+
+        if isinstance(obj, Item):
+            current = obj.get("genres", with_album=False) or []
+            ours = obj.get("mmgenre_genres", None, with_album=False) or []
+        else:
+            current = obj.get("genres") or []
+            ours = obj.get("mmgenre_genres") or []
+        if isinstance(ours, str):
+            ours = GENRE_LIST.parse(ours)
+        return list(current), list(ours)
+
+    def _set_fields(self, obj: LibModel, decision: tagging.Decision, lyrics_used: bool, model_id: str) -> None:
+        obj["genres"] = decision.genres
+        obj["mmgenre_genres"] = decision.added
+        genre, confidence = decision.top if decision.top else ("", 0.0)
+        obj["mmgenre_genre"] = genre
+        obj["mmgenre_confidence"] = round(float(confidence), 4)
+        obj["mmgenre_lyrics"] = bool(lyrics_used)
+        obj["mmgenre_model"] = model_id
+
+    def _show(self, obj: LibModel, progress: Progress | None) -> None:
+        with progress.paused() if progress is not None else contextlib.nullcontext():
+            ui.show_model_changes(obj, fields=list(SHOWN_FIELDS))
+
+    def _apply_item(self, done: _Classified, options: tagging.TaggingOptions, *, write: bool, pretend: bool,
+                    show: bool, progress: Progress | None, summary: Summary, model_id: str,
+                    store: _StoreBuffer, stage: bool = False) -> tagging.Decision | None:
+        """Decide and set one classified item's genres; returns the decision (None: failed)."""
+        item = done.item
+        summary.classified += 1
+        if not done.ok:
+            error = done.prediction.error if done.prediction is not None else "not classified"
+            self._log.warning("cannot classify {}: {}", item, error)
+            summary.add("failed", "could not be decoded")
+            return None
+        current, ours = self._previous(item)
+        ranked = tagging.rank_genres(done.prediction.probabilities, options)
+        decision = tagging.decide(current, ours, ranked, options)
+        summary.add(decision.status, decision.reason)
+        top = f"{decision.top[0]} ({decision.top[1]:.2f})" if decision.top else "-"
+        log = self._log.info if stage else self._log.debug
+        log("{}: {} -> {} [best: {}, lyrics: {}]", item, current, decision.genres, top,
+            done.lyrics_source or "none")
+        if not decision.touch:
+            return decision
+        self._set_fields(item, decision, bool(done.lyrics_source), model_id)
+        if (done.lyrics_source == LYRICS_GENIUS and done.lyrics_text and self.config["store_lyrics"].get(bool)
+                and not item.get("lyrics", with_album=False)):
+            item["lyrics"] = done.lyrics_text
+        if show:
+            self._show(item, progress)
+        if pretend:
+            return decision
+        changed_on_disk = decision.genres != current or "lyrics" in item._dirty
+        if write and changed_on_disk:
+            item.try_write()
+        if stage and changed_on_disk:
+            self._unwritten.add(item.id)
+        if item._dirty:
+            store.add(item)
+        return decision
+
+    def tag_items(self, lib: Library, items: Sequence[Item], options: tagging.TaggingOptions, *, write: bool,
+                  pretend: bool, show: bool, summary: Summary, stage: bool = False) -> None:
+        """Classify and tag tracks (the command without ``-a``, and imports of singletons)."""
+        todo = []
+        for item in items:
+            reason = self._pre_skip(item, options)
+            if reason:
+                summary.add(tagging.SKIPPED, reason)
+                self._log.debug("skipping {}: {}", item, reason)
+            else:
+                todo.append(item)
+        if not todo:
+            return
+        model_id = self.classifier.model_id
+        progress = Progress(len(todo), self._log, enabled=not stage)
+        store = _StoreBuffer(lib, self.config["batch_size"].get(int))
+        try:
+            for done in self.classify(todo, progress):
+                self._apply_item(done, options, write=write, pretend=pretend, show=show, progress=progress,
+                                 summary=summary, model_id=model_id, store=store, stage=stage)
+        finally:
+            store.flush()
+            progress.close()
+
+    def _pre_skip(self, item: Item, options: tagging.TaggingOptions) -> str | None:
+        current, ours = self._previous(item)
+        reason = tagging.skip_reason(current, ours, options)
+        if reason:
+            return reason
+        if not os.path.isfile(os.fsdecode(item.path)):
+            return SKIP_NO_FILE
+        return None
+
+    def tag_albums(self, lib: Library, albums: Sequence[Album], options: tagging.TaggingOptions, *, write: bool,
+                   pretend: bool, show: bool, album_summary: Summary, track_summary: Summary,
+                   stage: bool = False, album_items: Sequence[Sequence[Item]] | None = None) -> None:
+        """Tag albums from their tracks' combined probabilities, and the tracks themselves.
+
+        The album is stored without inheritance, so its genres never overwrite
+        the tracks' own.
+        """
+        groups: list[tuple[Album, list[Item]]] = []
+        for n, album in enumerate(albums):
+            items = list(album_items[n]) if album_items is not None else list(album.items())
+            current, ours = self._previous(album)
+            album_skip = tagging.skip_reason(current, ours, options)
+            present = [it for it in items if os.path.isfile(os.fsdecode(it.path))]
+            for it in items:
+                if it not in present:
+                    track_summary.add(tagging.SKIPPED, SKIP_NO_FILE)
+            needs_tracks = any(self._pre_skip(it, options) is None for it in present)
+            if (album_skip and not needs_tracks) or not present:
+                album_summary.add(tagging.SKIPPED, album_skip or "no track files")
+                for it in present:
+                    track_summary.add(tagging.SKIPPED, self._pre_skip(it, options))
+                continue
+            groups.append((album, present))
+        if not groups:
+            return
+        model_id = self.classifier.model_id
+        flat = [it for _, its in groups for it in its]
+        progress = Progress(len(flat), self._log, enabled=not stage)
+        results = self.classify(flat, progress)
+        store = _StoreBuffer(lib, self.config["batch_size"].get(int))
+        try:
+            for album, items in groups:
+                done_items = [next(results) for _ in items]
+                for done in done_items:
+                    self._apply_item(done, options, write=write, pretend=pretend, show=show, progress=progress,
+                                     summary=track_summary, model_id=model_id, store=store, stage=stage)
+                self._apply_album(album, done_items, options, pretend=pretend, show=show, progress=progress,
+                                  summary=album_summary, model_id=model_id, store=store, stage=stage)
+        finally:
+            store.flush()
+            progress.close()
+
+    def _apply_album(self, album: Album, done_items: Sequence[_Classified], options: tagging.TaggingOptions, *,
+                     pretend: bool, show: bool, progress: Progress | None, summary: Summary, model_id: str,
+                     store: _StoreBuffer, stage: bool = False) -> None:
+        ok = [d for d in done_items if d.ok]
+        if not ok:
+            self._log.warning("cannot classify album {}: none of its tracks could be decoded", album)
+            summary.add("failed", "no track could be decoded")
+            return
+        probs = tagging.combine_probabilities([d.prediction.probabilities for d in ok],
+                                              [d.item.get("length") or 0.0 for d in ok])
+        current, ours = self._previous(album)
+        decision = tagging.decide(current, ours, tagging.rank_genres(probs, options), options)
+        summary.add(decision.status, decision.reason)
+        log = self._log.info if stage else self._log.debug
+        log("album {}: {} -> {}", album, current, decision.genres)
+        if not decision.touch:
+            return
+        self._set_fields(album, decision, any(d.lyrics_source for d in ok), model_id)
+        if show:
+            self._show(album, progress)
+        if not pretend and album._dirty:
+            store.add(album)  # stored with inherit=False
+
+    # ------------------------------------------------------------------ import
+    def imported(self, session: ImportSession, task: ImportTask) -> None:
+        """Import stage: classify the task's items; never let a failure stop the import."""
+        if self._import_error is not None:
+            return
+        items = task.imported_items()
+        if not items:
+            return
+        try:
+            options = self.tagging_options()
+            self.classifier  # noqa: B018 - load now to report a missing model once
+        except ui.UserError as exc:
+            self._import_error = str(exc)
+            self._log.error("{}; imports go on without genre tagging", exc)
+            return
+        summary = Summary("track")
+        try:
+            album = getattr(task, "album", None) if task.is_album else None
+            if album is not None:
+                self.tag_albums(session.lib, [album], options, write=False, pretend=False, show=False,
+                                album_summary=Summary("album"), track_summary=summary, stage=True,
+                                album_items=[items])
+            else:
+                self.tag_items(session.lib, items, options, write=False, pretend=False, show=False,
+                               summary=summary, stage=True)
+        except Exception as exc:  # one bad task must not abort the import
+            self._log.warning("could not tag genres of {}: {}", task.paths and
+                              os.fsdecode(task.paths[0]) or task, exc)
+            self._log.debug("mmgenre import stage error", exc_info=True)
+            return
+        self._log.debug("import: {}", summary.describe())
+
+    def write_imported(self, session: ImportSession, task: ImportTask) -> None:
+        """Write the tagged files of as-is imports, which beets does not write itself."""
+        from beets.importer import Action
+
+        items = task.imported_items()
+        pending = [it for it in items if it.id in self._unwritten]
+        self._unwritten.difference_update(it.id for it in items)
+        if not pending or not config["import"]["write"].get(bool):
+            return
+        if task.apply or task.choice_flag == Action.RETAG:
+            return  # beets has just written these files with our genres
+        for item in pending:
+            if item.try_write():
+                item.store()
+
+
+class _StoreBuffer:
+    """Stores changed objects in groups: one database transaction per ``size`` objects.
+
+    Objects wait at most ``max_wait`` seconds; nothing holds the database lock
+    while the model computes.
+    """
+
+    def __init__(self, lib: Library, size: int, max_wait: float = 2.0) -> None:
+        self.lib = lib
+        self.size = max(1, size)
+        self.max_wait = max_wait
+        self._pending: list[Any] = []
+        self._since = 0.0
+
+    def add(self, obj: Any) -> None:
+        if not self._pending:
+            self._since = time.perf_counter()
+        self._pending.append(obj)
+        if len(self._pending) >= self.size or time.perf_counter() - self._since >= self.max_wait:
+            self.flush()
+
+    def flush(self) -> None:
+        from beets.library import Album
+
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        with self.lib.transaction():
+            for obj in pending:
+                if isinstance(obj, Album):
+                    # No inheritance: the album's genres must not overwrite its tracks' own.
+                    obj.store(inherit=False)
+                else:
+                    obj.store()

@@ -1,0 +1,237 @@
+"""Pure tagging logic of the beets plugin: which genres a track (or album) gets.
+
+Nothing here knows about beets, files or torch; the plugin feeds in the model's
+probabilities and the item's current genres and gets back a :class:`Decision`.
+
+* :func:`rank_genres` renames the model's genres to the user's vocabulary
+  (``genre_map``; several model genres mapped to one name add up their
+  probabilities; a name mapped to nothing is dropped) and keeps only the
+  ``whitelist``-ed names, best first.
+* :func:`select_genres` keeps the top ``count`` whose confidence reaches
+  ``min_confidence``.
+* :func:`combine_probabilities` is an album's genre distribution: the
+  (length-weighted) mean of its tracks' distributions.
+* :func:`decide` applies ``force`` / ``keep_existing`` to the current genres.
+  Genres mmgenre itself wrote earlier (remembered in the item's
+  ``mmgenre_genres`` attribute) are never "the user's", so a rerun replaces its
+  own guesses but, without ``force``, never a genre the user set.
+
+Genre names compare case-insensitively everywhere (``Hip Hop`` == ``hip hop``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+#: Why a track or album was left alone (keys of the plugin's run summary).
+SKIP_HAS_GENRES = "have genres already (--force replaces, --keep-existing adds)"
+SKIP_LOW_CONFIDENCE = "below min_confidence"
+SKIP_NOT_ALLOWED = "no whitelisted genre"
+
+TAGGED = "tagged"
+UNCHANGED = "unchanged"
+SKIPPED = "skipped"
+
+
+def genre_key(name: str) -> str:
+    """The comparison key of a genre name: trimmed, case-folded, single spaces."""
+    return " ".join(str(name).split()).casefold()
+
+
+def unique_genres(genres: Iterable[str]) -> list[str]:
+    """``genres`` without blanks and without case-insensitive duplicates, order kept."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for genre in genres:
+        if genre is None:
+            continue
+        name = " ".join(str(genre).split())
+        key = name.casefold()
+        if name and key not in seen:
+            seen.add(key)
+            out.append(name)
+    return out
+
+
+def parse_genre_map(raw: Mapping[str, object] | None) -> dict[str, str | None]:
+    """Normalise the ``genre_map`` option: {model genre key: user name or None (drop)}.
+
+    Values may be a string, an empty string / ``null`` / ``false`` (drop the genre).
+    """
+    out: dict[str, str | None] = {}
+    for source, target in (raw or {}).items():
+        if target is None or target is False or (isinstance(target, str) and not target.strip()):
+            out[genre_key(source)] = None
+        elif isinstance(target, str):
+            out[genre_key(source)] = " ".join(target.split())
+        else:
+            raise ValueError(f"genre_map: {source!r} must map to a genre name or null, not {target!r}")
+    return out
+
+
+def parse_whitelist(raw: Iterable[str] | str | None) -> frozenset[str]:
+    """Normalise the ``whitelist`` option into comparison keys (empty: allow everything).
+
+    A string is read as comma-separated names (``"Rock, Pop"``).
+    """
+    if raw is None or raw is False:
+        return frozenset()
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    return frozenset(genre_key(g) for g in raw if g is not None and str(g).strip())
+
+
+@dataclass(frozen=True)
+class TaggingOptions:
+    """What the user configured (see the plugin's README section)."""
+
+    count: int = 1
+    min_confidence: float = 0.3
+    genre_map: Mapping[str, str | None] = field(default_factory=dict)
+    whitelist: frozenset[str] = frozenset()
+    force: bool = False
+    keep_existing: bool = False
+
+    def __post_init__(self) -> None:
+        if int(self.count) < 1:
+            raise ValueError("count must be at least 1")
+        if not 0.0 <= float(self.min_confidence) <= 1.0:
+            raise ValueError("min_confidence must be between 0 and 1")
+        object.__setattr__(self, "count", int(self.count))
+        object.__setattr__(self, "min_confidence", float(self.min_confidence))
+        # Accept raw user values too: normalise the map keys and the whitelist.
+        object.__setattr__(self, "genre_map", parse_genre_map(self.genre_map))
+        if not isinstance(self.whitelist, frozenset):
+            object.__setattr__(self, "whitelist", parse_whitelist(self.whitelist))
+        else:
+            object.__setattr__(self, "whitelist", frozenset(genre_key(g) for g in self.whitelist))
+
+    @property
+    def replaces_user_genres(self) -> bool:
+        return self.force or self.keep_existing
+
+
+def map_genre(genre: str, genre_map: Mapping[str, str | None]) -> str | None:
+    """The user's name for a model genre (itself when unmapped; None when dropped)."""
+    key = genre_key(genre)
+    if key in genre_map:
+        return genre_map[key]
+    return " ".join(str(genre).split()) or None
+
+
+def rank_genres(probabilities: Mapping[str, float], options: TaggingOptions) -> list[tuple[str, float]]:
+    """Model probabilities -> [(user genre, confidence)], best first.
+
+    Model genres mapped to the same name add up (they are disjoint outcomes of one
+    softmax); dropped and non-whitelisted names disappear. Ties keep model order.
+    """
+    totals: dict[str, float] = {}
+    names: dict[str, str] = {}
+    for genre, prob in probabilities.items():
+        name = map_genre(genre, options.genre_map)
+        if name is None:
+            continue
+        key = genre_key(name)
+        if options.whitelist and key not in options.whitelist:
+            continue
+        names.setdefault(key, name)
+        totals[key] = totals.get(key, 0.0) + float(prob)
+    # sorted() is stable: equal confidences keep the model's order.
+    return [(names[key], total) for key, total in sorted(totals.items(), key=lambda kv: -kv[1])]
+
+
+def select_genres(ranked: Sequence[tuple[str, float]], options: TaggingOptions) -> list[tuple[str, float]]:
+    """The top ``count`` of ``ranked`` whose confidence reaches ``min_confidence``."""
+    # A tiny tolerance so that a threshold equal to a float32 probability still passes.
+    return [(g, c) for g, c in ranked if c + 1e-9 >= options.min_confidence][: options.count]
+
+
+def combine_probabilities(distributions: Sequence[Mapping[str, float]],
+                          weights: Sequence[float] | None = None) -> dict[str, float]:
+    """The weighted mean of several genre distributions (an album from its tracks).
+
+    Weights (e.g. track lengths) that are missing, zero or negative count as 1 when
+    all are unusable; a genre absent from a distribution counts as 0 there.
+    """
+    if not distributions:
+        return {}
+    if weights is None or len(weights) != len(distributions) or not any((w or 0) > 0 for w in weights):
+        weights = [1.0] * len(distributions)
+    else:
+        weights = [float(w) if w and w > 0 else 0.0 for w in weights]
+    total = sum(weights)
+    out: dict[str, float] = {}
+    for dist, w in zip(distributions, weights):
+        for genre, p in dist.items():
+            out[genre] = out.get(genre, 0.0) + w * float(p)
+    return {g: p / total for g, p in out.items()}
+
+
+def user_genres(current: Sequence[str], previously_added: Sequence[str]) -> list[str]:
+    """The genres in ``current`` that mmgenre did not set itself."""
+    ours = {genre_key(g) for g in previously_added or ()}
+    return [g for g in unique_genres(current or ()) if genre_key(g) not in ours]
+
+
+def has_user_genres(current: Sequence[str], previously_added: Sequence[str]) -> bool:
+    return bool(user_genres(current, previously_added))
+
+
+def skip_reason(current: Sequence[str], previously_added: Sequence[str], options: TaggingOptions) -> str | None:
+    """Why a track need not even be classified (None: classify it)."""
+    if not options.replaces_user_genres and has_user_genres(current, previously_added):
+        return SKIP_HAS_GENRES
+    return None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one track or album.
+
+    ``touch`` False means leave the object exactly as it is (not even the
+    ``mmgenre_*`` attributes); otherwise set ``genres`` and remember ``added`` (the
+    genres mmgenre contributed) in ``mmgenre_genres``.
+    """
+
+    status: str  # TAGGED, UNCHANGED or SKIPPED
+    genres: list[str]
+    added: list[str]
+    reason: str | None = None
+    touch: bool = True
+    top: tuple[str, float] | None = None  # best allowed genre and its confidence, even below threshold
+
+
+def decide(current: Sequence[str], previously_added: Sequence[str], ranked: Sequence[tuple[str, float]],
+           options: TaggingOptions) -> Decision:
+    """The new genres of an object from its current ones and the ranked predictions.
+
+    * No ``force`` nor ``keep_existing`` and user genres present: skipped, untouched.
+    * ``keep_existing``: the user's genres first, then the new ones not already there.
+    * ``force``: the new genres replace the old ones.
+    * Nothing confident enough (or allowed): the user's genres stay, mmgenre's own
+      earlier guesses go; reported as skipped.
+    """
+    current = list(current or [])
+    top = tuple(ranked[0]) if ranked else None
+    if skip_reason(current, previously_added, options):
+        return Decision(SKIPPED, current, list(previously_added or ()), SKIP_HAS_GENRES, touch=False, top=top)
+    mine = user_genres(current, previously_added)
+    chosen = [g for g, _ in select_genres(ranked, options)]
+    if not chosen:
+        reason = SKIP_LOW_CONFIDENCE if ranked else SKIP_NOT_ALLOWED
+        return Decision(SKIPPED, mine, [], reason, touch=True, top=top)
+    base = mine if options.keep_existing else []
+    base_keys = {genre_key(g) for g in base}
+    new = unique_genres([*base, *chosen])
+    added = [g for g in new if genre_key(g) not in base_keys]
+    status = UNCHANGED if new == current else TAGGED
+    return Decision(status, new, added, None, touch=True, top=top)
+
+
+__all__ = [
+    "Decision", "TaggingOptions", "combine_probabilities", "decide", "genre_key", "has_user_genres",
+    "map_genre", "parse_genre_map", "parse_whitelist", "rank_genres", "select_genres", "skip_reason",
+    "unique_genres", "user_genres", "SKIP_HAS_GENRES", "SKIP_LOW_CONFIDENCE", "SKIP_NOT_ALLOWED",
+    "TAGGED", "UNCHANGED", "SKIPPED",
+]
