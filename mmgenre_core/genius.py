@@ -1,0 +1,317 @@
+"""Lyrics from Genius (through lyricsgenius), with a persistent cache.
+
+:class:`GeniusClient` looks a song up by artist and title with the official API's
+``/search``, keeps the first hit whose artist and title match, and scrapes the
+lyrics from the song's page. It never raises for a network or site problem:
+timeouts, HTTP errors, odd responses and missing songs all come back as a
+:class:`LyricsResult` with ``lyrics=None`` and a ``status`` saying why. After
+``max_failures`` errors in a row the client stops asking for the rest of the run
+(the site is down or the token is bad; a library-wide run should not wait for a
+timeout per track).
+
+Answers are cached in a small SQLite file (default: the user cache folder,
+``platformdirs.user_cache_dir("mmgenre")``) so a rerun does not ask again: found
+lyrics for good, "not on Genius" for ``negative_ttl`` seconds. Errors are never
+cached. The cache is optional: if it cannot be opened the client works without.
+
+``api_root`` / ``web_root`` point the client somewhere else than genius.com (a
+proxy, or a local test server).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+CACHE_FILE = "genius-lyrics.sqlite3"
+#: How long "this song is not on Genius" is remembered (30 days).
+NEGATIVE_TTL = 30 * 24 * 3600.0
+
+FOUND = "found"
+CACHED = "cached"
+NOT_FOUND = "not found"
+ERROR = "error"
+DISABLED = "disabled"
+
+
+def default_cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("mmgenre"))
+
+
+@dataclass(frozen=True)
+class LyricsResult:
+    lyrics: str | None
+    status: str  # FOUND, CACHED, NOT_FOUND, ERROR or DISABLED
+    url: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.lyrics)
+
+
+# --------------------------------------------------------------------------- #
+# Matching
+# --------------------------------------------------------------------------- #
+
+_FEAT = re.compile(r"\s*[\(\[]?\b(?:feat\.?|ft\.?|featuring)\s.*$", re.IGNORECASE)
+_BRACKETS = re.compile(r"\s*[\(\[][^\)\]]*[\)\]]")
+_SUFFIX = re.compile(r"\s+-\s+(?:.*\b(?:remaster(?:ed)?|live|version|edit|mix|mono|stereo)\b.*)$", re.IGNORECASE)
+_NON_WORD = re.compile(r"[^\w]+")
+
+
+def normalise(text: str | None) -> str:
+    """Lower case, no accents, no punctuation, single spaces: for comparing names."""
+    if not text:
+        return ""
+    text = unicodedata.normalize("NFKD", str(text))
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = text.replace("&", " and ")
+    return " ".join(_NON_WORD.sub(" ", text.casefold()).split())
+
+
+def clean_title(title: str | None) -> str:
+    """A title as Genius spells it: without "(feat. X)", "[Live]", " - Remastered 2011"."""
+    title = (title or "").strip()
+    stripped = _SUFFIX.sub("", _BRACKETS.sub("", _FEAT.sub("", title))).strip()
+    return stripped or title
+
+
+def clean_artist(artist: str | None) -> str:
+    """The main artist: without "feat. X" / "ft. X"."""
+    artist = (artist or "").strip()
+    return _FEAT.sub("", artist).strip() or artist
+
+
+def titles_match(wanted: str, found: str) -> bool:
+    a, b = normalise(clean_title(wanted)), normalise(clean_title(found))
+    return bool(a and b) and a == b
+
+
+def artists_match(wanted: str, found: str) -> bool:
+    a, b = normalise(clean_artist(wanted)), normalise(clean_artist(found))
+    if not a or not b:
+        return False
+    return (a == b or a.replace(" ", "") == b.replace(" ", "")
+            or f" {a} " in f" {b} " or f" {b} " in f" {a} ")
+
+
+def _cache_key(artist: str, title: str) -> str:
+    return f"{normalise(clean_artist(artist))}\x1f{normalise(clean_title(title))}"
+
+
+# --------------------------------------------------------------------------- #
+# Cache
+# --------------------------------------------------------------------------- #
+
+
+class LyricsCache:
+    """A thread-safe SQLite table: (artist, title) -> lyrics or "not found"."""
+
+    def __init__(self, path: str | os.PathLike, *, negative_ttl: float = NEGATIVE_TTL) -> None:
+        self.path = Path(path)
+        self.negative_ttl = negative_ttl
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), timeout=10, check_same_thread=False)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS lyrics (key TEXT PRIMARY KEY, lyrics TEXT, url TEXT, fetched REAL NOT NULL)"
+        )
+        self._db.commit()
+
+    def get(self, artist: str, title: str) -> tuple[bool, str | None, str | None]:
+        """(hit, lyrics, url); a hit with lyrics None means "known not to be on Genius"."""
+        with self._lock:
+            row = self._db.execute("SELECT lyrics, url, fetched FROM lyrics WHERE key = ?",
+                                   (_cache_key(artist, title),)).fetchone()
+        if row is None:
+            return False, None, None
+        lyrics, url, fetched = row
+        if lyrics is None and time.time() - fetched > self.negative_ttl:
+            return False, None, None
+        return True, lyrics, url
+
+    def put(self, artist: str, title: str, lyrics: str | None, url: str | None) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO lyrics (key, lyrics, url, fetched) VALUES (?, ?, ?, ?)",
+                             (_cache_key(artist, title), lyrics, url, time.time()))
+            self._db.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+# --------------------------------------------------------------------------- #
+# Client
+# --------------------------------------------------------------------------- #
+
+
+class GeniusClient:
+    """Fetches lyrics from Genius; every failure is a result, never an exception.
+
+    Parameters
+    ----------
+    token : a Genius API client access token (https://genius.com/api-clients).
+    timeout : seconds for each HTTP request.
+    cache_dir : folder of the cache file; None: the user cache folder; False: no cache.
+    api_root, web_root : base URLs of the API (``/search``) and the song pages.
+    max_failures : errors in a row after which the client gives up for this run.
+    sleep_time : pause after each request (politeness towards the site).
+    warn, debug : called with each formatted warning / debug message (default: this module's logger).
+    """
+
+    def __init__(self, token: str, *, timeout: float = 10.0, cache_dir: str | os.PathLike | None | bool = None,
+                 api_root: str | None = None, web_root: str | None = None, max_failures: int = 3,
+                 sleep_time: float = 0.0, negative_ttl: float = NEGATIVE_TTL,
+                 warn: Callable[[str], None] | None = None, debug: Callable[[str], None] | None = None) -> None:
+        if not token or not isinstance(token, str):
+            raise ValueError("a Genius access token is needed")
+        self.token = token
+        self.timeout = float(timeout)
+        self.api_root = _with_slash(api_root) if api_root else None
+        self.web_root = _with_slash(web_root) if web_root else None
+        self.max_failures = max(1, int(max_failures))
+        self.sleep_time = float(sleep_time)
+        self._warn = warn or (lambda message: log.warning("%s", message))
+        self._debug = debug or (lambda message: log.debug("%s", message))
+        self.failures = 0
+        self.disabled_reason: str | None = None
+        self.requests = 0  # HTTP lookups made (not cache hits), for tests and stats
+        self._lock = threading.Lock()
+        self._genius = None
+        self.cache: LyricsCache | None = None
+        if cache_dir is not False:
+            folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+            try:
+                self.cache = LyricsCache(folder / CACHE_FILE, negative_ttl=negative_ttl)
+            except (OSError, sqlite3.Error) as exc:
+                self._warn(f"Genius cache in {folder} unusable, going on without: {exc}")
+
+    # The genius object (and its imports of requests / bs4) only when first needed.
+    def _client(self):
+        if self._genius is None:
+            from lyricsgenius import Genius
+
+            genius = Genius(self.token, timeout=self.timeout, sleep_time=self.sleep_time, retries=0,
+                            remove_section_headers=True, skip_non_songs=True)
+            if self.api_root:
+                genius.API_ROOT = self.api_root
+            if self.web_root:
+                genius.WEB_ROOT = self.web_root
+                genius.PUBLIC_API_ROOT = self.web_root + "api/"
+            self._genius = genius
+        return self._genius
+
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_reason is not None
+
+    def fetch(self, artist: str | None, title: str | None) -> LyricsResult:
+        """Lyrics of ``title`` by ``artist``, from the cache or Genius."""
+        artist, title = (artist or "").strip(), (title or "").strip()
+        if not artist or not title:
+            return LyricsResult(None, NOT_FOUND, error="no artist or title to search for")
+        if self.cache is not None:
+            try:
+                hit, lyrics, url = self.cache.get(artist, title)
+            except sqlite3.Error as exc:
+                self._debug(f"Genius cache read failed: {exc}")
+                hit = False
+            if hit:
+                return LyricsResult(lyrics, CACHED if lyrics else NOT_FOUND, url)
+        if self.disabled:
+            return LyricsResult(None, DISABLED, error=self.disabled_reason)
+        with self._lock:
+            self.requests += 1
+            try:
+                lyrics, url = self._lookup(artist, title)
+            except Exception as exc:  # requests, lyricsgenius and bs4 raise many kinds
+                return self._failed(artist, title, exc)
+            self.failures = 0
+        if self.cache is not None:
+            try:
+                self.cache.put(artist, title, lyrics, url)
+            except sqlite3.Error as exc:
+                self._debug(f"Genius cache write failed: {exc}")
+        return LyricsResult(lyrics, FOUND if lyrics else NOT_FOUND, url)
+
+    def _lookup(self, artist: str, title: str) -> tuple[str | None, str | None]:
+        genius = self._client()
+        response = genius.search_songs(f"{clean_title(title)} {clean_artist(artist)}", per_page=10)
+        if not isinstance(response, dict):
+            raise ValueError(f"unexpected search response: {type(response).__name__}")
+        for hit in response.get("hits") or []:
+            if hit.get("type", "song") != "song":
+                continue
+            song = hit.get("result") or {}
+            found_artist = (song.get("primary_artist") or {}).get("name") or song.get("artist_names") or ""
+            if not (titles_match(title, song.get("title") or "") and artists_match(artist, found_artist)):
+                continue
+            if song.get("instrumental") or song.get("lyrics_state", "complete") != "complete":
+                return None, song.get("url")
+            path = song.get("path") or urlparse(song.get("url") or "").path
+            if not path:
+                continue
+            # lyricsgenius strips "https://genius.com/" and fetches the rest from WEB_ROOT.
+            lyrics = genius.lyrics(song_url="https://genius.com/" + path.lstrip("/"))
+            lyrics = lyrics.strip() if lyrics else None
+            return lyrics or None, song.get("url")
+        return None, None
+
+    def _failed(self, artist: str, title: str, exc: BaseException) -> LyricsResult:
+        message = _describe(exc, self.timeout)
+        self.failures += 1
+        self._warn(f"Genius lookup of {artist} - {title} failed: {message}")
+        if self.failures >= self.max_failures:
+            self.disabled_reason = f"{self.failures} Genius errors in a row (last: {message})"
+            self._warn(f"not asking Genius again in this run: {self.disabled_reason}")
+        return LyricsResult(None, ERROR, error=message)
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
+        if self._genius is not None:
+            session = getattr(self._genius, "_session", None)
+            if session is not None:
+                session.close()
+
+
+def _with_slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+_STATUS = re.compile(r"status code:?\s*(\d{3})", re.IGNORECASE)
+
+
+def _describe(exc: BaseException, timeout: float | None = None) -> str:
+    """A one-line reason: "timed out after 10 s", "HTTP 500", "ConnectionError: ..."."""
+    name = type(exc).__name__
+    text = " ".join(str(exc).split())
+    if "timed out" in text.lower() or "timeout" in name.lower():
+        return f"timed out after {timeout:g} s" if timeout else "timed out"
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    match = _STATUS.search(text)
+    if status or match:
+        return f"HTTP {status or match.group(1)}"
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{name}: {text}" if text else name
+
+
+__all__ = ["GeniusClient", "LyricsCache", "LyricsResult", "default_cache_dir", "normalise", "clean_title",
+           "clean_artist", "titles_match", "artists_match", "FOUND", "CACHED", "NOT_FOUND", "ERROR", "DISABLED"]
