@@ -1,0 +1,1 @@
+"""Helpers for the training tests: an FMA fixture in FMA's real formats, a local Genius stand-in."""
