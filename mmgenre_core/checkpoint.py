@@ -130,6 +130,10 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
             torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp creates 0600 files; a model is not a secret: use the umask's default.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -249,37 +249,12 @@ class GenreClassifier:
             for i, words in enumerate(lines)
         ]
 
-    def predict(
-        self,
-        paths: Iterable[str | os.PathLike],
-        *,
-        lyrics: Sequence[str | None] | Mapping[str, str | None] | None = None,
-        lyrics_source: str = "given",
-        use_lyrics: bool = True,
-        read_tag_lyrics: bool = True,
-        batch_size: int = 16,
-        top_k: int = 3,
-        num_workers: int | None = None,
-        return_attention: bool = False,
-        progress: Callable[[TrackPrediction], None] | None = None,
-    ) -> list[TrackPrediction]:
+    def predict(self, paths: Iterable[str | os.PathLike], **options: Any) -> list[TrackPrediction]:
         """Classify audio files; one :class:`TrackPrediction` per path, in order.
 
-        Parameters
-        ----------
-        paths : audio files.
-        lyrics : one text (or None) per path, or a mapping path -> text. Tracks with no
-            lyrics given fall back to lyrics embedded in the file's tags when
-            ``read_tag_lyrics``; ``use_lyrics=False`` classifies from audio alone.
-        lyrics_source : the label reported for lyrics passed in ``lyrics``.
-        batch_size : tracks per model call.
-        num_workers : decoding threads (default: the number of CPU cores, at most 8).
-        progress : called with each result as soon as it is ready.
+        Takes the keyword-only options of :meth:`iter_predict`.
         """
-        return list(self.iter_predict(
-            paths, lyrics=lyrics, lyrics_source=lyrics_source, use_lyrics=use_lyrics,
-            read_tag_lyrics=read_tag_lyrics, batch_size=batch_size, top_k=top_k,
-            num_workers=num_workers, return_attention=return_attention, progress=progress))
+        return list(self.iter_predict(paths, **options))
 
     def iter_predict(
         self,
@@ -295,7 +270,22 @@ class GenreClassifier:
         return_attention: bool = False,
         progress: Callable[[TrackPrediction], None] | None = None,
     ) -> Iterator[TrackPrediction]:
-        """Like :meth:`predict`, yielding results in order as their batch completes."""
+        """Classify audio files, yielding one :class:`TrackPrediction` per path, in order,
+        as soon as its batch completes.
+
+        Parameters
+        ----------
+        paths : audio files.
+        lyrics : one text (or None) per path, or a mapping path -> text. Tracks with no
+            lyrics given fall back to lyrics embedded in the file's tags when
+            ``read_tag_lyrics``; ``use_lyrics=False`` classifies from audio alone.
+        lyrics_source : the label reported for lyrics passed in ``lyrics``.
+        batch_size : tracks per model call.
+        top_k : genres reported per track (all probabilities are in ``.probabilities``).
+        num_workers : decoding threads (default: the number of CPU cores, at most 8).
+        return_attention : attach the HAN's line and word weights to tracks with lyrics.
+        progress : called with each result as soon as it is ready.
+        """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         paths = [os.fspath(p) for p in paths]
