@@ -157,6 +157,8 @@ class TrainConfig:
     vectors: VectorsConfig = field(default_factory=VectorsConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
+    # Free text for the model card (training/model_card.py): description, limits, licences.
+    card: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ views
     def audio_config(self) -> AudioConfig:

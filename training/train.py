@@ -554,6 +554,9 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
         best.metrics = _plain({"valid": _compact(results.get("valid", {}).get("fused", best_val)),
                                "test": {m: _compact(r) for m, r in results.get("test", {}).items()}})
         best.metadata["epochs_run"] = len(history)
+        from training.model_card import stamp
+
+        stamp(best, cfg.card)  # the text `mmgenre info` prints
         save_checkpoint(out / "model.pt", best)
     metrics = {
         "best_epoch": best_epoch + 1, "epochs_run": len(history), "stopped_early": stopped_early,

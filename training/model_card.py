@@ -1,0 +1,100 @@
+"""Model cards: the text ``mmgenre info`` prints for a checkpoint.
+
+Built from what the checkpoint itself holds (genres, dataset counts, training
+config, held-out metrics) plus the free text of the config's ``card`` section
+(``description``, ``limits``, ``licences``). ``train.py`` stamps every model it
+saves; ``python training/model_card.py --model CKPT [--config FILE.json]`` (re)stamps
+an existing checkpoint without touching its weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mmgenre_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
+
+
+def _pct(value: Any) -> str:
+    return f"{value:.1%}" if isinstance(value, (int, float)) else "-"
+
+
+def _f(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
+def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
+    """Markdown-ish plain text describing ``ckpt``."""
+    card = dict(card or {})
+    meta, metrics = ckpt.metadata, ckpt.metrics
+    cfg = meta.get("config") or {}
+    train = cfg.get("train") or {}
+    lines = [f"# {ckpt.model_id}", ""]
+    if card.get("description"):
+        lines += [card["description"].strip(), ""]
+    lines += [f"Genres it can output ({len(ckpt.genres)}): {', '.join(ckpt.genres)}.", ""]
+    mc = ckpt.model_config
+    lines += ["## Training", (
+        f"CNN channels {list(mc.cnn_channels)} -> {mc.audio_dim}-d audio vector; HAN with {mc.embed_dim}-d "
+        f"embeddings ({len(ckpt.vocab)} words), word/line BiGRU {mc.word_hidden}/{mc.line_hidden}; "
+        f"dropout {mc.dropout}. SGD (Nesterov momentum {train.get('momentum', '-')}), lr {train.get('lr', '-')}, "
+        f"batch {train.get('batch_size', '-')}, {meta.get('epochs_run', '-')} epochs run, best by "
+        f"{train.get('select', 'val_loss')}; audio crops of {train.get('crop_seconds', '-')} s; seed "
+        f"{meta.get('seed', '-')}. Trained with `{meta.get('trained_with', 'training/train.py')}`"
+        + (f" at commit {meta['git_commit'][:10]}" if meta.get("git_commit") else "") + "."), ""]
+    dataset = meta.get("dataset") or {}
+    if dataset:
+        lines.append("## Data (examples per split)")
+        for split in ("train", "valid", "test"):
+            d = dataset.get(split) or {}
+            if d:
+                lines.append(f"- {split}: {d.get('examples', '-')} examples ({d.get('audio', '-')} with audio, "
+                             f"{d.get('lyrics', '-')} with lyrics, {d.get('both', 0)} with both)")
+        lines.append("")
+    test = metrics.get("test") or {}
+    if test:
+        lines += ["## Held-out test split (artists never seen in training)",
+                  "| mode | examples | accuracy | macro-F1 |", "|---|---|---|---|"]
+        for mode, r in test.items():
+            if isinstance(r, dict):
+                lines.append(f"| {mode} | {r.get('n', '-')} | {_pct(r.get('accuracy'))} | {_f(r.get('macro_f1'))} |")
+        lines.append("")
+    if card.get("limits"):
+        lines += ["## Known limits", card["limits"].strip(), ""]
+    if card.get("licences"):
+        lines += ["## Licences of the training data", card["licences"].strip(), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def stamp(ckpt: Checkpoint, card: dict[str, Any] | None) -> Checkpoint:
+    """Put the card text (and its source section) into ``ckpt.metadata``, in place."""
+    ckpt.metadata["card"] = dict(card or {})
+    ckpt.metadata["model_card"] = build_card(ckpt, card)
+    return ckpt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="checkpoint to stamp (rewritten atomically)")
+    parser.add_argument("--config", help="training config whose `card` section to use "
+                                         "(default: the one stored in the checkpoint)")
+    parser.add_argument("--out", help="write here instead of over --model")
+    args = parser.parse_args(argv)
+    ckpt = load_checkpoint(args.model)
+    card = (ckpt.metadata.get("config") or {}).get("card")
+    if args.config:
+        from training.config import load_config
+
+        card = load_config(args.config).card
+    stamp(ckpt, card)
+    save_checkpoint(args.out or args.model, ckpt)
+    print(ckpt.metadata["model_card"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
