@@ -98,6 +98,8 @@ class OptimConfig:
 
     epochs: int = 200
     batch_size: int = 32
+    # sgd (the paper's: Nesterov momentum) | adamw
+    optimizer: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     nesterov: bool = True
@@ -182,6 +184,8 @@ class TrainConfig:
             raise ConfigError(f"train.schedule must be none, cosine, step or plateau, not {t.schedule!r}")
         if t.select not in ("val_loss", "val_acc", "val_macro_f1"):
             raise ConfigError(f"train.select must be val_loss, val_acc or val_macro_f1, not {t.select!r}")
+        if t.optimizer not in ("sgd", "adamw"):
+            raise ConfigError(f"train.optimizer must be sgd or adamw, not {t.optimizer!r}")
         if t.class_weights not in ("none", "balanced"):
             raise ConfigError(f"train.class_weights must be none or balanced, not {t.class_weights!r}")
         if t.batch_size < 1 or t.epochs < 0 or t.lr <= 0:

@@ -41,7 +41,9 @@ def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
     lines += ["## Training", (
         f"CNN channels {list(mc.cnn_channels)} -> {mc.audio_dim}-d audio vector; HAN with {mc.embed_dim}-d "
         f"embeddings ({len(ckpt.vocab)} words), word/line BiGRU {mc.word_hidden}/{mc.line_hidden}; "
-        f"dropout {mc.dropout}. SGD (Nesterov momentum {train.get('momentum', '-')}), lr {train.get('lr', '-')}, "
+        f"dropout {mc.dropout}. "
+        + ("AdamW" if train.get("optimizer") == "adamw" else f"SGD (Nesterov momentum {train.get('momentum', '-')})")
+        + f", lr {train.get('lr', '-')}, weight decay {train.get('weight_decay', '-')}, "
         f"batch {train.get('batch_size', '-')}, {meta.get('epochs_run', '-')} epochs run, best by "
         f"{train.get('select', 'val_loss')}; audio crops of {train.get('crop_seconds', '-')} s; seed "
         f"{meta.get('seed', '-')}. Trained with `{meta.get('trained_with', 'training/train.py')}`"

@@ -1,0 +1,105 @@
+"""The default model shipped in the package, on real clips and lyrics it never saw."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import pytest
+import torch
+
+from mmgenre_core.checkpoint import load_checkpoint
+from mmgenre_core.cli import main as cli_main
+from mmgenre_core.predict import GenreClassifier, default_model_path
+
+from .conftest import DATA_DIR
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AUDIO_GENRES = ["Classical", "Electronic", "Pop", "Rock"]
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """The default config's own artist-disjoint test split: examples the model never trained on."""
+    from training.config import load_config
+    from training.datasets import build_dataset
+
+    cfg = load_config(os.path.join(ROOT, "training", "configs", "default_model.json"),
+                      [f"data_root={DATA_DIR}"])
+    test = build_dataset(cfg).split("test")
+    return [e for e in test if e.has_audio], [e for e in test if e.has_lyrics]
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return GenreClassifier.load(device="cpu")
+
+
+def test_shipped_checkpoint_is_small_and_weights_only():
+    path = default_model_path()
+    assert path.is_file(), "mmgenre_core/models/default.pt is missing"
+    assert path.stat().st_size <= 25 * 1024 * 1024
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == "mmgenre-checkpoint"
+    ckpt = load_checkpoint(path)
+    assert set(AUDIO_GENRES) <= set(ckpt.genres)
+    assert "Known limits" in ckpt.metadata["model_card"] and "Licences" in ckpt.metadata["model_card"]
+
+
+def test_held_out_clips_get_sensible_genres(clf, held_out):
+    audio, _ = held_out
+    by_genre = {g: [e for e in audio if e.genre == g][:6] for g in AUDIO_GENRES}
+    assert all(len(v) >= 3 for v in by_genre.values())
+    examples = [e for v in by_genre.values() for e in v]
+    results = clf.predict([e.path for e in examples], use_lyrics=False, top_k=3)
+    assert all(r.ok for r in results)
+    top1 = sum(r.genres[0].genre == e.genre for r, e in zip(results, examples)) / len(examples)
+    top3 = sum(e.genre in [g.genre for g in r.genres] for r, e in zip(results, examples)) / len(examples)
+    # Four audio genres among the model's outputs: chance is at most 1/4 for top-1.
+    assert top1 >= 0.4, f"top-1 {top1:.2f}"
+    assert top3 >= 0.7, f"top-3 {top3:.2f}"
+    # Classical is the clearest genre of the four: most held-out classical clips must say so.
+    classical = [r.genres[0].genre for r, e in zip(results, examples) if e.genre == "Classical"]
+    assert Counter(classical)["Classical"] >= len(classical) // 2 + 1, classical
+
+
+def test_lyrics_alone_is_better_than_a_constant_guess(clf, held_out):
+    """The lyrics branch is weak (its accuracy is near the majority share, see README),
+    but it must discriminate: its macro-F1 beats always answering the majority genre."""
+    from sklearn.metrics import f1_score
+
+    _, lyrics = held_out
+    assert len(lyrics) >= 40
+    truth = [e.genre for e in lyrics]
+    results = clf.predict_lyrics([e.lyrics for e in lyrics], top_k=1)
+    predicted = [r.genres[0].genre for r in results]
+    majority = Counter(truth).most_common(1)[0][0]
+    model_f1 = f1_score(truth, predicted, average="macro", zero_division=0)
+    constant_f1 = f1_score(truth, [majority] * len(truth), average="macro", zero_division=0)
+    assert len(set(predicted)) >= 3
+    assert model_f1 > 2 * constant_f1, (model_f1, constant_f1)
+
+
+def test_track_with_lyrics_without_and_lyrics_alone(clf, held_out, tmp_path, capsys):
+    audio, lyrics = held_out
+    clip = audio[0].path
+    text = lyrics[0].lyrics
+    with_lyrics = clf.predict([clip], lyrics=[text], top_k=len(clf.genres))[0]
+    without = clf.predict([clip], use_lyrics=False, top_k=len(clf.genres))[0]
+    alone = clf.predict_lyrics([text], top_k=len(clf.genres))[0]
+    assert with_lyrics.lyrics == "given" and without.lyrics == "none"
+    for r in (with_lyrics, without, alone):
+        assert abs(sum(r.probabilities.values()) - 1) < 1e-4
+    # Lyrics move the fused prediction.
+    assert with_lyrics.probabilities != pytest.approx(without.probabilities, abs=1e-3)
+    # The CLI uses the shipped model when no --model is given.
+    assert cli_main(["predict", "--json", "--no-lyrics", clip]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["error"] is None and rec["genres"][0]["genre"] == without.genres[0].genre
+
+
+def test_info_prints_the_model_card(capsys):
+    assert cli_main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "Genres it can output" in out and "Held-out test split" in out
