@@ -9,6 +9,7 @@ result and the run goes on.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -310,8 +311,11 @@ class GenreClassifier:
                 results[d.index] = res
             batch.clear()
 
-        for item in decoded:
-            if item.error is not None:
+        # A final None flushes the last, partial batch.
+        for item in itertools.chain(decoded, [None]):
+            if item is None:
+                flush()
+            elif item.error is not None:
                 results[item.index] = TrackPrediction(path=paths[item.index], error=item.error, lyrics="none")
             else:
                 batch.append(item)
@@ -324,13 +328,6 @@ class GenreClassifier:
                     progress(res)
                 yield res
                 next_out += 1
-        flush()
-        while next_out in results:
-            res = results.pop(next_out)
-            if progress is not None:
-                progress(res)
-            yield res
-            next_out += 1
 
     def predict_lyrics(self, texts: Sequence[str | None], *, top_k: int = 3, batch_size: int = 64,
                        return_attention: bool = False) -> list[TrackPrediction]:
