@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..conftest import encode_with_av
+
 # The real tracks.csv column layout, in order (52 columns).
 COLUMNS: list[tuple[str, str]] = (
     [("album", f) for f in ("comments", "date_created", "date_released", "engineer", "favorites", "id",
@@ -96,22 +98,8 @@ def write_tracks_csv(path: Path, rows: dict[int, dict[tuple[str, str], object]])
 
 
 def _silent_mp3(path: Path, seconds: float = 30.0, rate: int = 44100) -> Path:
-    import av
-
-    pcm = np.zeros((2, int(seconds * rate)), dtype=np.float32)
-    with av.open(str(path), "w", format="mp3") as out:
-        stream = out.add_stream("libmp3lame", rate=rate, layout="stereo")
-        stream.bit_rate = 128000
-        for start in range(0, pcm.shape[1], 1152 * 8):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, start:start + 1152 * 8]),
-                                               format="fltp", layout="stereo")
-            frame.sample_rate = rate
-            frame.pts = start
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
+    pcm = np.zeros((int(seconds * rate), 2), dtype=np.float32)
+    return encode_with_av(path, pcm, rate, codec="libmp3lame", container="mp3", bit_rate=128000)
 
 
 def _sha1(path: Path) -> str:
