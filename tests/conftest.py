@@ -97,6 +97,14 @@ def full_track(data_dir: Path) -> Path:
 # Transcoding
 
 
+def read_pcm16(path: Path, *, start: float, seconds: float) -> tuple[np.ndarray, int]:
+    """``seconds`` of ``path`` from ``start`` as int16 [shape=(frames, channels)], and its rate."""
+    with sf.SoundFile(str(path)) as fh:
+        sr = fh.samplerate
+        fh.seek(int(start * sr))
+        return fh.read(int(seconds * sr), dtype="int16", always_2d=True), sr
+
+
 def encode_with_av(
     path: Path,
     pcm: np.ndarray,
@@ -177,10 +185,7 @@ def excerpt(tmp_path_factory: pytest.TempPathFactory, full_track: Path) -> dict[
 
     FLAC and ALAC hold the very same 16-bit samples (both lossless).
     """
-    with sf.SoundFile(str(full_track)) as fh:
-        sr = fh.samplerate
-        fh.seek(60 * sr)
-        pcm = fh.read(60 * sr, dtype="int16", always_2d=True)
+    pcm, sr = read_pcm16(full_track, start=60, seconds=60)
     folder = tmp_path_factory.mktemp("excerpt")
     flac = folder / "excerpt.flac"
     sf.write(str(flac), pcm, sr, format="FLAC", subtype="PCM_16")
@@ -202,10 +207,7 @@ def other_containers(tmp_path_factory: pytest.TempPathFactory, full_track: Path)
     ``flac`` (the reference), ``aac_adts`` (raw .aac), ``wma``, ``wavpack``,
     ``mka_flac`` (Matroska), ``webm_opus``.
     """
-    with sf.SoundFile(str(full_track)) as fh:
-        sr = fh.samplerate
-        fh.seek(60 * sr)
-        pcm = fh.read(12 * sr, dtype="int16", always_2d=True)
+    pcm, sr = read_pcm16(full_track, start=60, seconds=12)
     folder = tmp_path_factory.mktemp("containers")
     flac = folder / "ref.flac"
     sf.write(str(flac), pcm, sr, format="FLAC", subtype="PCM_16")
