@@ -667,12 +667,25 @@ def probe_duration(path: str | os.PathLike[str]) -> float:
 # Log-mel spectrogram
 
 
+def _musicnn_compress(mel: torch.Tensor) -> torch.Tensor:
+    """musicnn's ``np.log10(10000 * mel.astype(np.float16) + 1)``, [shape=(..., n_mels, frames)].
+
+    musicnn rounds the mel power to float16 before the log (numpy 1.x then does the
+    arithmetic in float32); the pretrained weights saw exactly that, so the rounding
+    is kept. Powers beyond float16's range (inf in musicnn) saturate at its maximum.
+    """
+    mel16 = mel.clamp(max=float(torch.finfo(torch.float16).max)).half().float()
+    return torch.log10(10000.0 * mel16 + 1.0)
+
+
 class LogMel(torch.nn.Module):
-    """Log-mel spectrogram in dB, matching librosa exactly.
+    """Log-mel spectrogram in dB (or musicnn's log compression), matching librosa exactly.
 
     ``librosa.power_to_db(librosa.feature.melspectrogram(y, center=True,
     pad_mode="constant", power=2, htk=False, norm="slaney"), ref=1.0, amin=1e-10,
-    top_db=config.top_db)``, with ``top_db`` applied per example.
+    top_db=config.top_db)``, with ``top_db`` applied per example. With
+    ``config.scale == "musicnn"`` the mel power is compressed as musicnn does
+    (``log10(1 + 10000 * mel)`` of the float16-rounded power) instead of converted to dB.
     """
 
     amin = 1e-10
@@ -685,6 +698,7 @@ class LogMel(torch.nn.Module):
         self.n_fft = config.n_fft
         self.hop_length = config.hop_length
         self.top_db = config.top_db
+        self.scale = config.scale
         mel = librosa.filters.mel(
             sr=config.sample_rate,
             n_fft=config.n_fft,
@@ -738,6 +752,8 @@ class LogMel(torch.nn.Module):
             power = real * real
             power.addcmul_(imag, imag)
             mel = torch.matmul(self.mel_basis.float(), power)  # [batch, n_mels, frames]
+            if self.scale == "musicnn":
+                return _musicnn_compress(mel)
             db = 10.0 * torch.log10(torch.clamp(mel, min=self.amin))
             db = db - 10.0 * math.log10(max(self.amin, self.ref))
             if self.top_db is not None:

@@ -121,8 +121,12 @@ def checkpoint_to_dict(ckpt: Checkpoint) -> dict[str, Any]:
 
 def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
     """Write ``ckpt`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    return atomic_torch_save(path, checkpoint_to_dict(ckpt))
+
+
+def atomic_torch_save(path: str | os.PathLike, payload: Any) -> Path:
+    """``torch.save(payload)`` to ``path`` via a temp file, fsync and rename: never half-written."""
     path = Path(path)
-    payload = checkpoint_to_dict(ckpt)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -165,13 +169,8 @@ def _validate(payload: Mapping[str, Any], *, where: str) -> None:
                                   f"{payload['model_config'].get('vocab_size')}")
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Load and validate a checkpoint with ``torch.load(weights_only=True)``.
-
-    Raises :class:`ModelNotFoundError` when the file does not exist and
-    :class:`CheckpointError` with a clear reason when it is truncated, foreign or
-    inconsistent.
-    """
+def read_weights_only(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with clear errors for missing, empty, truncated or foreign files."""
     path = Path(path)
     where = str(path)
     if not path.is_file():
@@ -182,9 +181,20 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise CheckpointError(f"{where}: not a PyTorch checkpoint (truncated or a different kind of file)")
     try:
-        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError/...
         raise CheckpointError(f"{where}: cannot be read as a weights-only PyTorch checkpoint ({exc})") from exc
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load and validate a checkpoint with ``torch.load(weights_only=True)``.
+
+    Raises :class:`ModelNotFoundError` when the file does not exist and
+    :class:`CheckpointError` with a clear reason when it is truncated, foreign or
+    inconsistent.
+    """
+    where = str(path)
+    payload = read_weights_only(path, map_location=map_location)
     _validate(payload, where=where)
     try:
         return Checkpoint(

@@ -59,6 +59,9 @@ class AudioConfig:
     min_seconds: float = 1.0
     # RMS (full scale = 1.0) below which a window counts as digital silence.
     silence_rms: float = 1e-4
+    # "db": 10 log10(mel), clipped at top_db below the peak (the paper branch);
+    # "musicnn": log10(1 + 10000 mel) of the float16-rounded power, musicnn's own input.
+    scale: str = "db"
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
@@ -67,6 +70,8 @@ class AudioConfig:
             raise ConfigError("need 0 < min_seconds <= window_seconds")
         if self.num_windows < 1:
             raise ConfigError("num_windows must be at least 1")
+        if self.scale not in ("db", "musicnn"):
+            raise ConfigError(f"scale must be 'db' or 'musicnn', not {self.scale!r}")
 
     @property
     def window_samples(self) -> int:
