@@ -161,15 +161,16 @@ def window_offsets(duration: float, *, config: AudioConfig) -> list[float]:
     """Start times (s) of the analysed windows of a ``duration``-second track.
 
     One window: the centre ``window_seconds`` (as FMA's clips). ``num_windows = n > 1``:
-    n windows evenly spaced from the start to the end of the track. A track no longer
-    than one window has the single window ``[0.0]`` (it is tiled to fill it).
+    the track is cut into n equal parts and each window is centred in one of them (so
+    the windows spread over the whole track but skip its very start and end). A track
+    no longer than one window has the single window ``[0.0]`` (it is tiled to fill it).
     """
     slack = duration - config.window_seconds
     if not slack > 0:  # also catches NaN
         return [0.0]
-    if config.num_windows == 1:
-        return [slack / 2]
-    return [float(x) for x in np.linspace(0.0, slack, config.num_windows)]
+    n = config.num_windows
+    centres = [duration * (2 * k + 1) / (2 * n) for k in range(n)]
+    return [min(max(c - config.window_seconds / 2, 0.0), slack) for c in centres]
 
 
 # ---------------------------------------------------------------------------

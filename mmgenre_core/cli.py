@@ -95,7 +95,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     n_params = sum(t.numel() for t in ckpt.state_dict.values())
     print(f"model:    {ckpt.model_id}  ({path})")
     print(f"genres:   {', '.join(ckpt.genres)}")
-    branches = [b for b, on in (("audio CNN", mc.use_audio), ("lyrics HAN", mc.use_lyrics)) if on]
+    audio = ("audio musicnn (MSD-pretrained, " + ("fine-tuned" if mc.musicnn_finetune else "frozen")
+             + f", {mc.musicnn_features} features)") if mc.audio_branch == "musicnn" else "audio CNN (paper)"
+    lyrics = "lyrics HAN" + (" + TF-IDF bag of words" if mc.lyrics_bow else "")
+    branches = [b for b, on in ((audio, mc.use_audio), (lyrics, mc.use_lyrics)) if on]
     print(f"branches: {' + '.join(branches)}; {n_params / 1e6:.2f} M parameters; vocabulary {len(ckpt.vocab)} words")
     card = ckpt.metadata.get("model_card")
     if card:

@@ -134,6 +134,18 @@ class ModelConfig:
     # Branches present in the model; a model may be audio-only or lyrics-only.
     use_audio: bool = True
     use_lyrics: bool = True
+    # Audio branch: "paper" (the paper's CNN, learnt from scratch) or "musicnn" (the
+    # MSD-pretrained musicnn, mmgenre_core.musicnn; needs AudioConfig scale="musicnn").
+    audio_branch: str = "paper"
+    # musicnn only: which of its features feed the fusion head ("pool": batch-normed
+    # max+mean over time of its 753 channels; "penultimate": its 200-d dense layer;
+    # "logits": its 50 MSD tag logits), and whether its weights are fine-tuned.
+    musicnn_features: str = "pool"
+    musicnn_finetune: bool = False
+    # Beyond the paper: also hand the head a TF-IDF bag of the lyrics' words (over the
+    # model's vocabulary). With a few hundred training songs the HAN alone learns
+    # little; the bag gives the linear head what a TF-IDF + logistic regression has.
+    lyrics_bow: bool = False
 
     def __post_init__(self) -> None:
         if self.n_genres < 2:
@@ -144,10 +156,25 @@ class ModelConfig:
             raise ConfigError("dropout must be in [0, 1)")
         if len(self.cnn_pool) != 2:
             raise ConfigError("cnn_pool is (freq, time)")
+        if self.audio_branch not in ("paper", "musicnn"):
+            raise ConfigError(f"audio_branch must be 'paper' or 'musicnn', not {self.audio_branch!r}")
+        if self.musicnn_features not in ("pool", "penultimate", "logits"):
+            raise ConfigError("musicnn_features must be 'pool', 'penultimate' or 'logits', "
+                              f"not {self.musicnn_features!r}")
+        if self.audio_branch == "musicnn" and self.n_mels != 96:
+            raise ConfigError(f"the musicnn branch takes 96 mel bands, not {self.n_mels}")
+
+    @property
+    def audio_vector_dim(self) -> int:
+        """Width of the audio branch's output (the fusion head's audio input)."""
+        if self.audio_branch == "musicnn":
+            return {"pool": 1506, "penultimate": 200, "logits": 50}[self.musicnn_features]
+        return self.audio_dim
 
     @property
     def lyrics_dim(self) -> int:
-        return 2 * self.line_hidden
+        """Width of the lyrics branch's output: the HAN vector (+ the bag of words)."""
+        return 2 * self.line_hidden + (self.vocab_size if self.lyrics_bow else 0)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)

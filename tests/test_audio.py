@@ -156,7 +156,8 @@ def test_num_windows_spread_over_the_track(full_track: Path) -> None:
     config = AudioConfig(num_windows=3)
     duration = probe_duration(full_track)
     offsets = window_offsets(duration, config=config)
-    assert offsets[0] == 0.0 and offsets[-1] == pytest.approx(duration - config.window_seconds)
+    # Centred in each third of the track.
+    assert offsets == pytest.approx([duration * f - config.window_seconds / 2 for f in (1 / 6, 1 / 2, 5 / 6)])
     windows = load_windows(full_track, config=config)
     for i in range(3):
         for j in range(i + 1, 3):
@@ -462,7 +463,10 @@ def test_probe_duration(full_track: Path, transcoded: dict[str, Path]) -> None:
 
 def test_window_offsets() -> None:
     assert window_offsets(100.0, config=CFG) == [35.0]
-    assert window_offsets(100.0, config=AudioConfig(num_windows=3)) == [0.0, 35.0, 70.0]
+    assert window_offsets(100.0, config=AudioConfig(num_windows=3)) == pytest.approx([5 / 3, 35.0, 205 / 3])
+    # Windows near the ends are clamped inside the track.
+    assert window_offsets(40.0, config=AudioConfig(num_windows=2)) == [0.0, 10.0]
+    assert window_offsets(30.0, config=AudioConfig(window_seconds=3.0, num_windows=2)) == [6.0, 21.0]
     assert window_offsets(30.0, config=CFG) == [0.0]
     assert window_offsets(12.0, config=AudioConfig(num_windows=3)) == [0.0]
     assert window_offsets(math.nan, config=CFG) == [0.0]

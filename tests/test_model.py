@@ -169,3 +169,79 @@ def test_paper_sized_model_parameter_count():
     n = sum(p.numel() for p in model.parameters())
     # 20k x 300 embedding dominates; the CNN and GRUs are small. A sanity bound, not a target.
     assert 6_000_000 < n < 12_000_000
+
+
+# --------------------------------------------------------------------------- #
+# The musicnn audio branch and the bag-of-words lyrics features
+
+MUSICNN_AUDIO = AudioConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, top_db=None,
+                            scale="musicnn", window_seconds=3.0, num_windows=2)
+MUSICNN = ModelConfig(**{**SMALL.to_dict(), "n_mels": 96, "audio_branch": "musicnn", "lyrics_bow": True})
+
+
+def musicnn_model(**changes) -> GenreModel:
+    torch.manual_seed(0)
+    model = GenreModel(ModelConfig(**{**MUSICNN.to_dict(), **changes}), MUSICNN_AUDIO)
+    model.cnn.load_pretrained()
+    return model
+
+
+@pytest.mark.parametrize("feature, dim", [("pool", 1506), ("penultimate", 200), ("logits", 50)])
+def test_musicnn_branch_feature_is_the_mean_over_patches(feature, dim):
+    model = musicnn_model(musicnn_features=feature).eval()
+    assert model.config.audio_vector_dim == dim and model.no_audio.shape == (dim,)
+    mel = torch.rand(2, 96, 3 * 187 + 20) * 3  # 3 patches and a remainder
+    with torch.inference_mode():
+        vec = model.encode_audio(mel)
+        out = model.cnn.backbone(mel[..., :3 * 187].transpose(1, 2).reshape(6, 187, 96))
+        per_patch = model.cnn.backbone.pool_bn(out["pool"]) if feature == "pool" else out[feature]
+    assert vec.shape == (2, dim)
+    assert torch.allclose(vec, per_patch.view(2, 3, dim).mean(dim=1), atol=1e-5)
+
+
+def test_frozen_musicnn_gets_no_gradient_and_keeps_its_statistics():
+    model = musicnn_model().train()
+    before = {k: v.clone() for k, v in model.cnn.backbone.state_dict().items()}
+    assert not any(p.requires_grad for p in model.cnn.backbone.parameters())
+    assert not model.cnn.backbone.training and not model.cnn.backbone.input_bn.training
+    ids, mask = random_lyrics(2)
+    loss = model(mel=torch.rand(2, 96, 187) * 3, lyrics_ids=ids, lyrics_mask=mask).sum()
+    loss.backward()
+    assert model.classifier.weight.grad is not None and model.han.line_attention.proj.weight.grad is not None
+    after = model.cnn.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # batch-norm buffers untouched
+
+
+def test_finetuned_musicnn_learns_but_keeps_batchnorm_statistics():
+    model = musicnn_model(musicnn_finetune=True).train()
+    assert all(p.requires_grad for p in model.cnn.backbone.parameters())
+    assert model.cnn.backbone.dropout.training and not model.cnn.backbone.pool_bn.training
+    running = model.cnn.backbone.pool_bn.running_mean.clone()
+    model(mel=torch.rand(2, 96, 187) * 3).sum().backward()
+    assert model.cnn.backbone.timbral[0].conv.weight.grad.abs().sum() > 0
+    assert torch.equal(model.cnn.backbone.pool_bn.running_mean, running)
+
+
+def test_musicnn_branch_needs_its_own_spectrogram():
+    with pytest.raises(ValueError, match="scale='musicnn'"):
+        GenreModel(MUSICNN, AudioConfig(n_mels=96))
+    with pytest.raises(ValueError, match="scale='musicnn'"):
+        GenreModel(ModelConfig(**{**SMALL.to_dict(), "n_mels": 96}), MUSICNN_AUDIO)
+
+
+def test_bag_of_words_is_tfidf_of_the_lyrics():
+    model = musicnn_model().eval()
+    model.bow.set_idf(torch.tensor([0, 0] + [1.0] * 48), 4)  # every word in 1 of 4 documents
+    ids = torch.tensor([[[5, 5, 7, 1], [9, 0, 0, 0]]])  # 5 twice, 7 and 9 once, one unknown word
+    bag = model.bow(ids, ids != 0)
+    idf = 1 + torch.log(torch.tensor(5.0 / 2.0))
+    expected = torch.zeros(50)
+    expected[5], expected[7], expected[9] = torch.log1p(torch.tensor(2.0)) * idf, torch.log1p(torch.tensor(1.0)) * idf, torch.log1p(torch.tensor(1.0)) * idf
+    assert torch.allclose(bag[0], expected / expected.norm(), atol=1e-6)
+    # The lyrics vector is the HAN vector followed by the bag; absent lyrics: an empty bag.
+    with torch.inference_mode():
+        vec = model.encode_lyrics(ids, ids != 0, torch.tensor([True])).vector
+        absent = model.absent_lyrics(1)
+    assert vec.shape == absent.shape == (1, MUSICNN.lyrics_dim) == (1, 2 * SMALL.line_hidden + SMALL.vocab_size)
+    assert torch.allclose(vec[0, 2 * SMALL.line_hidden:], bag[0])
+    assert torch.count_nonzero(absent[0, 2 * SMALL.line_hidden:]) == 0

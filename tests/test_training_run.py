@@ -177,6 +177,33 @@ def test_audio_only_run_in_process_leaves_global_state_alone(tiny):
     assert torch.get_num_threads() == threads and torch.are_deterministic_algorithms_enabled() == deterministic
 
 
+def test_musicnn_branch_run_with_bag_of_words(tiny, data_dir):
+    """The pretrained musicnn audio branch (frozen) and TF-IDF lyrics features, in one run."""
+    from mmgenre_core.musicnn import load_pretrained
+
+    tmp, path = tiny
+    cfg = load_config(path, [
+        "audio.sample_rate=16000", "audio.n_fft=512", "audio.hop_length=256", "audio.n_mels=96",
+        "audio.top_db=null", "audio.scale=musicnn", "audio.window_seconds=3.0", "audio.num_windows=2",
+        "prepare.window_seconds=12.0", "model.audio_branch=musicnn", "model.lyrics_bow=true",
+        "train.crop_seconds=3.0", "train.eval_crop_seconds=6.0", "train.epochs=3"])
+    metrics = train(cfg, tmp / "run_musicnn", progress=False)
+    # Classical vs Rock is easy for a model pretrained on a million songs.
+    assert metrics["valid"]["audio"]["accuracy"] > metrics["valid"]["audio"]["chance_accuracy"]
+    ckpt = load_checkpoint(tmp / "run_musicnn" / "model.pt")
+    mc = ckpt.model_config
+    assert mc.audio_branch == "musicnn" and mc.lyrics_bow and ckpt.audio_config.window_seconds == 3.0
+    # Frozen: the checkpoint holds musicnn's MSD weights unchanged.
+    shipped = load_pretrained().state_dict()
+    assert all(torch.equal(ckpt.state_dict[f"cnn.backbone.{k}"], v) for k, v in shipped.items())
+    idf = ckpt.state_dict["bow.idf"]
+    assert idf.shape == (len(ckpt.vocab),) and idf[2:].min() >= 1.0 and idf[2:].max() > idf[2:].min()
+    clf = GenreClassifier.load(tmp / "run_musicnn" / "model.pt", device="cpu")
+    clip = sorted((data_dir / "emotify" / "classical").glob("*.mp3"))[-1]
+    (res,) = clf.predict([clip], lyrics=["an open road and a dusty old truck"])
+    assert res.ok and res.genres[0].genre in ckpt.genres
+
+
 def test_evaluate_cli_on_a_folder_and_a_lyrics_file(run_a, tiny, data_dir, capsys):
     tmp, _ = tiny
     out, _ = run_a

@@ -90,6 +90,10 @@ class PrepareConfig:
     cache_dir: str = "${MMGENRE_CACHE:-~/.cache/mmgenre}/prepared"
     workers: int = 0  # 0 = every core
     chunk_size: int = 32  # clips per unit of work (and per resume checkpoint)
+    # Seconds of each clip decoded for training (one window, from its middle); None =
+    # the model's own window. A model that listens to short windows at inference (the
+    # musicnn default: 2 x 3 s) still trains on random crops of the whole 30-s clips.
+    window_seconds: float | None = None
 
 
 @dataclass
@@ -166,6 +170,13 @@ class TrainConfig:
     def audio_config(self) -> AudioConfig:
         return AudioConfig.from_dict(self.audio)
 
+    def prepare_audio_config(self) -> AudioConfig:
+        """The audio config clips are prepared with: one window of ``prepare.window_seconds``."""
+        audio = self.audio_config()
+        if self.prepare.window_seconds is None:
+            return audio
+        return dataclasses.replace(audio, window_seconds=float(self.prepare.window_seconds), num_windows=1)
+
     def text_config(self) -> TextConfig:
         return TextConfig.from_dict(self.text)
 
@@ -174,7 +185,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check values that the dataclasses alone cannot (raises :class:`ConfigError`)."""
-        self.audio_config()
+        self.prepare_audio_config()
         self.text_config()
         unknown = set(self.model) - {f.name for f in dataclasses.fields(ModelConfig)}
         if unknown:

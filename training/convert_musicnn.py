@@ -123,7 +123,7 @@ def to_state_dict(tf_vars: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     for scope, module in DENSES.items():
         out[f"{module}.weight"] = torch.from_numpy(tf_vars[f"{scope}/kernel"]).T  # (in, out) -> (out, in)
         out[f"{module}.bias"] = torch.from_numpy(tf_vars[f"{scope}/bias"])
-    return {k: v.float().contiguous() for k, v in out.items()}
+    return {k: (v if k.endswith("num_batches_tracked") else v.float()).contiguous() for k, v in out.items()}
 
 
 def convert(*, wheel: Path, python: Path, out: Path) -> Path:

@@ -274,12 +274,12 @@ class FusedForward(nn.Module):
         m = self.model
         audio_vec = lyrics_vec = None
         if m.config.use_audio:
-            audio_vec = m.no_audio.unsqueeze(0).expand(batch_size, -1)
+            audio_vec = m.absent_audio(batch_size)
             if audio_pos.numel():
                 enc = m.encode_audio(mel).to(audio_vec.dtype)
                 audio_vec = audio_vec.index_copy(0, audio_pos, enc)
         if m.config.use_lyrics:
-            lyrics_vec = m.no_lyrics.unsqueeze(0).expand(batch_size, -1)
+            lyrics_vec = m.absent_lyrics(batch_size)
             if lyrics_pos.numel():
                 mask = ids != PAD_ID
                 present = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
@@ -305,7 +305,9 @@ def recalibrate_batchnorm(model: nn.Module, table: Table, indices: np.ndarray, *
     """
     import contextlib
 
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    # Pretrained backbones (musicnn) mark their batch norms: their statistics stay as shipped.
+    bns = [m for m in model.modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm) and not getattr(m, "frozen_stats", False)]
     if not bns or table.mels is None or not getattr(model.config, "use_audio", False):
         return 0
     audio_idx = indices[table.mel_row[indices] >= 0]

@@ -38,10 +38,19 @@ def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
         lines += [card["description"].strip(), ""]
     lines += [f"Genres it can output ({len(ckpt.genres)}): {', '.join(ckpt.genres)}.", ""]
     mc = ckpt.model_config
+    a = ckpt.audio_config
+    if mc.audio_branch == "musicnn":
+        audio = (f"audio: musicnn pretrained on the Million Song Dataset (musicnn 0.1.0, ISC licence), "
+                 f"{'fine-tuned' if mc.musicnn_finetune else 'frozen'}, its {mc.musicnn_features} features "
+                 f"({mc.audio_vector_dim}-d) averaged over 3-s patches")
+    else:
+        audio = f"audio: the paper's CNN, channels {list(mc.cnn_channels)} -> {mc.audio_dim}-d vector"
+    audio += (f"; listens to {a.num_windows} window(s) of {a.window_seconds:g} s per track "
+              f"({a.sample_rate} Hz, {a.n_mels} mel bands)")
+    lyrics = (f"lyrics: HAN with {mc.embed_dim}-d embeddings ({len(ckpt.vocab)} words), word/line BiGRU "
+              f"{mc.word_hidden}/{mc.line_hidden}" + (", plus a TF-IDF bag of words" if mc.lyrics_bow else ""))
     lines += ["## Training", (
-        f"CNN channels {list(mc.cnn_channels)} -> {mc.audio_dim}-d audio vector; HAN with {mc.embed_dim}-d "
-        f"embeddings ({len(ckpt.vocab)} words), word/line BiGRU {mc.word_hidden}/{mc.line_hidden}; "
-        f"dropout {mc.dropout}. "
+        f"{audio}; {lyrics}; one linear layer over both; dropout {mc.dropout}. "
         + ("AdamW" if train.get("optimizer") == "adamw" else f"SGD (Nesterov momentum {train.get('momentum', '-')})")
         + f", lr {train.get('lr', '-')}, weight decay {train.get('weight_decay', '-')}, "
         f"batch {train.get('batch_size', '-')}, {meta.get('epochs_run', '-')} epochs run, best by "

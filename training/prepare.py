@@ -352,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_config(args.config, args.overrides)
     dataset = build_dataset(cfg)  # exactly the examples train.py will use (lyrics decide the genres too)
-    result = prepare_dataset(dataset.examples, cfg.audio_config(), resolve_path(cfg.prepare.cache_dir),
+    result = prepare_dataset(dataset.examples, cfg.prepare_audio_config(), resolve_path(cfg.prepare.cache_dir),
                              name=cfg.name, workers=cfg.prepare.workers if args.workers is None else args.workers,
                              chunk_size=cfg.prepare.chunk_size)
     print(json.dumps({"folder": str(result.folder), **result.stats}, indent=1))

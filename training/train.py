@@ -158,10 +158,10 @@ def load_data(cfg: TrainConfig, rt: Runtime | None = None, *, progress: bool = T
         kwargs = dict(name=cfg.name, workers=cfg.prepare.workers, chunk_size=cfg.prepare.chunk_size,
                       progress=progress and rt.main)
         if rt.main:
-            prepared = prepare_dataset(audio_examples, cfg.audio_config(), cache, **kwargs)
+            prepared = prepare_dataset(audio_examples, cfg.prepare_audio_config(), cache, **kwargs)
         rt.barrier()
         if not rt.main:
-            prepared = prepare_dataset(audio_examples, cfg.audio_config(), cache, **kwargs)
+            prepared = prepare_dataset(audio_examples, cfg.prepare_audio_config(), cache, **kwargs)
         prepare_stats = dict(prepared.stats)
     vocab = embedding = None
     vector_stats: dict[str, Any] = {}
@@ -312,8 +312,17 @@ def build_model(cfg: TrainConfig, data: TrainData) -> GenreModel:
                           embed_dim=embed_dim, use_audio=use_audio, use_lyrics=use_lyrics)
     torch.manual_seed(cfg.seed)
     model = GenreModel(mc, cfg.audio_config())
+    if mc.use_audio and mc.audio_branch == "musicnn":
+        model.cnn.load_pretrained()  # the MSD-trained weights shipped in mmgenre_core/models
     if mc.use_lyrics and data.embedding is not None:
         model.han.load_embeddings(torch.from_numpy(data.embedding), freeze=cfg.vectors.freeze)
+    if mc.use_lyrics and model.bow is not None:
+        rows = table.lyr_row[table.indices("train")]
+        ids = torch.from_numpy(np.asarray(table.lyrics_ids[rows[rows >= 0]], dtype=np.int64))
+        # Document frequency of every vocabulary word over the training lyrics.
+        present = torch.zeros((ids.shape[0], mc.vocab_size), dtype=torch.bool)
+        present.scatter_(1, ids.flatten(1), True)
+        model.bow.set_idf(present.sum(dim=0), ids.shape[0])
     return model
 
 
