@@ -3,8 +3,11 @@
 * audio: MFCC statistics (20 MFCCs + deltas, mean and standard deviation over the
   analysed 30-s window) -> standardised -> logistic regression;
 * lyrics: TF-IDF (word uni- and bigrams, sublinear tf) -> logistic regression;
-* the model: audio alone (no lyrics) and lyrics alone (no audio) through
-  ``GenreClassifier``, argmax over every genre the model can output.
+* audio: musicnn's 50 MSD tag probabilities (mean over the window's 3-s patches) ->
+  standardised -> logistic regression (the transfer baseline of issue 6);
+* the model(s): audio alone (no lyrics) and lyrics alone (no audio) through
+  ``GenreClassifier``, argmax over every genre the model can output, exactly as a
+  user's library is tagged (the checkpoint's own windows).
 
 The split is the training config's own (``training.datasets.build_dataset``), so the
 baselines and the model are trained on the same examples and tested on the same
@@ -13,7 +16,7 @@ held-out artists.
 Usage::
 
     python benchmarks/baselines.py --config training/configs/default_model.json \\
-        [--model mmgenre_core/models/default.pt] [--split test] [--json OUT]
+        [--model CKPT [--model CKPT2 ...]] [--split test] [--json OUT]
 """
 
 from __future__ import annotations
@@ -41,6 +44,18 @@ def mfcc_stats(path: str, *, audio_config) -> np.ndarray:
     return np.concatenate([feats.mean(axis=1), feats.std(axis=1)])
 
 
+def musicnn_tags(path: str, *, model, logmel, audio_config) -> np.ndarray:
+    """[shape=(50,)]: musicnn's MSD tag probabilities, mean over the 3-s patches of the window."""
+    import torch
+
+    from mmgenre_core.audio import load_windows
+    from mmgenre_core.musicnn import split_patches
+
+    with torch.inference_mode():
+        patches, _ = split_patches(logmel(torch.from_numpy(load_windows(path, config=audio_config)[:1])))
+        return torch.sigmoid(model(patches)["logits"]).mean(dim=0).numpy()
+
+
 def scores(y_true: list[str], y_pred: list[str]) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -61,6 +76,25 @@ def audio_baseline(train, test, audio_config) -> dict[str, float]:
     return scores([e.genre for e in test], list(clf.predict(x_test)))
 
 
+def musicnn_baseline(train, test) -> dict[str, float]:
+    """Logistic regression on the MSD musicnn's 50 tag probabilities (30-s window, 10 patches)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mmgenre_core.audio import LogMel
+    from mmgenre_core.config import AudioConfig
+    from mmgenre_core.musicnn import load_pretrained
+
+    config = AudioConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, top_db=None, scale="musicnn")
+    model, logmel = load_pretrained(), LogMel(config)
+    x_train = np.stack([musicnn_tags(e.path, model=model, logmel=logmel, audio_config=config) for e in train])
+    x_test = np.stack([musicnn_tags(e.path, model=model, logmel=logmel, audio_config=config) for e in test])
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0))
+    clf.fit(x_train, [e.genre for e in train])
+    return scores([e.genre for e in test], list(clf.predict(x_test)))
+
+
 def lyrics_baseline(train, test) -> dict[str, float]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -75,7 +109,8 @@ def lyrics_baseline(train, test) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "training" / "configs" / "default_model.json"))
-    parser.add_argument("--model", help="checkpoint to compare (default: the model shipped in the package)")
+    parser.add_argument("--model", action="append", metavar="CKPT",
+                        help="checkpoint to compare; repeat for several (default: the model shipped in the package)")
     parser.add_argument("--split", default="test", choices=["valid", "test"])
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -87,7 +122,8 @@ def main() -> None:
 
     cfg = load_config(args.config)
     data = build_dataset(cfg)
-    audio_config = AudioConfig.from_dict(cfg.audio)
+    # MFCCs of the centre 30 s at 22.05 kHz (FMA's clip), whatever the model listens to.
+    audio_config = AudioConfig()
     rows: dict[str, dict] = {}
     for modality in ("audio", "lyrics"):
         has = (lambda e: e.has_audio) if modality == "audio" else (lambda e: e.has_lyrics)
@@ -97,16 +133,21 @@ def main() -> None:
         test = [e for e in test if e.genre in genres]  # a baseline cannot predict unseen genres
         if modality == "audio":
             rows["audio: MFCC stats + logistic regression"] = audio_baseline(train, test, audio_config)
+            rows["audio: musicnn MSD tags + logistic regression"] = musicnn_baseline(train, test)
         else:
             rows["lyrics: TF-IDF + logistic regression"] = lyrics_baseline(train, test)
-        clf = GenreClassifier.load(args.model, device="cpu")
-        k = len(clf.genres)
-        if modality == "audio":
-            preds = clf.predict([e.path for e in test], use_lyrics=False, top_k=k)
-        else:
-            preds = clf.predict_lyrics([e.lyrics for e in test], top_k=k)
-        rows[f"{modality}: mmgenre ({clf.model_id}, {modality} alone)"] = scores(
-            [e.genre for e in test], [p.genres[0].genre if p.ok else "" for p in preds])
+        for model in args.model or [None]:
+            clf = GenreClassifier.load(model, device="cpu")
+            k = len(clf.genres)
+            if modality == "audio":
+                preds = clf.predict([e.path for e in test], use_lyrics=False, top_k=k)
+            else:
+                preds = clf.predict_lyrics([e.lyrics for e in test], top_k=k)
+            mc = clf.model.config
+            branch = f"{mc.audio_branch} audio branch" if modality == "audio" else (
+                "HAN + bag of words" if mc.lyrics_bow else "HAN")
+            rows[f"{modality}: mmgenre {clf.model_id} ({branch}, {modality} alone)"] = scores(
+                [e.genre for e in test], [p.genres[0].genre if p.ok else "" for p in preds])
         rows[f"{modality}: chance (majority genre of train)"] = scores(
             [e.genre for e in test], [max(genres, key=[e.genre for e in train].count)] * len(test))
         print(f"{modality}: {len(train)} train / {len(test)} {args.split} examples, {len(genres)} genres: "

@@ -10,12 +10,14 @@ prints, per data set:
   features and model, one track at a time;
 * peak resident memory of each path, each measured in its own child process.
 
-The model is the paper's size (``ModelConfig()`` defaults) with random weights:
-speed does not depend on the weights.
+Both audio branches are timed (``--branch``): the paper's CNN at the paper's size
+(``ModelConfig()`` defaults, random weights: speed does not depend on them) on one
+30-s window, and the pretrained musicnn on the windows the shipped default model
+uses (2 x 3 s at 16 kHz).
 
 Usage::
 
-    python benchmarks/bench_inference.py [--device auto] [--batch-size 16] [--repeat 3] [--json OUT]
+    python benchmarks/bench_inference.py [--branch both] [--device auto] [--batch-size 16] [--repeat 3] [--json OUT]
 """
 
 from __future__ import annotations
@@ -50,17 +52,28 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def make_model(path: Path) -> None:
+#: The musicnn branch listens as the shipped default model does: 2 windows of 3 s
+#: (one musicnn patch each) at 16 kHz, musicnn's own spectrogram.
+MUSICNN_AUDIO = dict(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, top_db=None, scale="musicnn",
+                     window_seconds=3.0, num_windows=2)
+
+
+def make_model(path: Path, branch: str) -> None:
     import torch
 
     from mmgenre_core.checkpoint import Checkpoint, save_checkpoint
-    from mmgenre_core.config import ModelConfig, TextConfig
+    from mmgenre_core.config import AudioConfig, ModelConfig, TextConfig
     from mmgenre_core.model import GenreModel
     from mmgenre_core.text import PAD_TOKEN, UNK_TOKEN
 
     torch.manual_seed(0)
-    config = ModelConfig()
-    model = GenreModel(config)
+    if branch == "musicnn":
+        config = ModelConfig(audio_branch="musicnn", n_mels=96)
+        model = GenreModel(config, AudioConfig(**MUSICNN_AUDIO))
+        model.cnn.load_pretrained()
+    else:
+        config = ModelConfig()
+        model = GenreModel(config)
     vocab = [PAD_TOKEN, UNK_TOKEN] + [f"w{i}" for i in range(config.vocab_size - 2)]
     genres = [f"g{i}" for i in range(config.n_genres)]
     save_checkpoint(path, Checkpoint.from_model(model, text_config=TextConfig(), genres=genres, vocab=vocab,
@@ -90,15 +103,19 @@ def child(mode: str, model_path: str, files: list[str], repeat: int, device: str
     elif mode == "naive":
         import librosa
 
+        from mmgenre_core.audio import window_offsets
+
         cfg = clf.audio_config
         with torch.inference_mode():
             for f in work:
                 y, _ = librosa.load(f, sr=cfg.sample_rate, mono=True)  # the whole file
                 n = cfg.window_samples
-                mid = max(0, (len(y) - n) // 2)
-                window = np.resize(y[mid:mid + n], n)  # pad short files by repeating, as mmgenre does
-                mel = clf.model.frontend(torch.from_numpy(window)[None].to(clf.device))
-                torch.softmax(clf.model.classify(clf.model.encode_audio(mel), clf.model.absent_lyrics(1)), -1)
+                starts = [int(o * cfg.sample_rate) for o in window_offsets(len(y) / cfg.sample_rate, config=cfg)]
+                # Pad short files by repeating, as mmgenre does.
+                windows = np.stack([np.resize(y[s:s + n], n) for s in starts])
+                mel = clf.model.frontend(torch.from_numpy(windows).to(clf.device))
+                logits = clf.model.classify(clf.model.encode_audio(mel), clf.model.absent_lyrics(len(windows)))
+                torch.softmax(logits, -1).mean(dim=0)
     else:
         raise ValueError(mode)
     elapsed = time.perf_counter() - start
@@ -121,6 +138,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3, help="passes over each file list (timed together)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--branch", choices=["paper", "musicnn", "both"], default="both",
+                        help="audio branch(es) to time")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--files", nargs="*", help=argparse.SUPPRESS)
@@ -130,22 +149,29 @@ def main() -> None:
         return
 
     rows = []
+    branches = ["paper", "musicnn"] if args.branch == "both" else [args.branch]
     with tempfile.TemporaryDirectory() as tmp:
-        model_path = Path(tmp) / "paper_size.pt"
-        make_model(model_path)
-        for name, files in datasets().items():
-            res = {m: run_child(m, model_path, files, args) for m in ("mmgenre", "decode", "naive")}
-            rows.append({"data": name, "files": len(files), **{m: r for m, r in res.items()},
-                         "speedup_vs_naive": res["mmgenre"]["tracks_per_s"] / res["naive"]["tracks_per_s"]})
+        for branch in branches:
+            model_path = Path(tmp) / f"{branch}.pt"
+            make_model(model_path, branch)
+            for name, files in datasets().items():
+                res = {m: run_child(m, model_path, files, args) for m in ("mmgenre", "decode", "naive")}
+                rows.append({"branch": branch, "data": name, "files": len(files), **{m: r for m, r in res.items()},
+                             "speedup_vs_naive": res["mmgenre"]["tracks_per_s"] / res["naive"]["tracks_per_s"]})
     print(f"\ndevice: {rows[0]['mmgenre']['device']}, cores: {os.cpu_count()}, batch size {args.batch_size}, "
-          f"each list timed over {args.repeat} passes; model of the paper's size (random weights)\n")
-    print("| data | tracks | mmgenre tracks/s | decode s/track (1 thread) | naive tracks/s | speed-up | "
+          f"each list timed over {args.repeat} passes. paper: the paper's CNN at its size (random weights), one "
+          f"30-s window; musicnn: the pretrained musicnn, 2 windows of 3 s\n")
+    print("| branch | data | tracks | mmgenre tracks/s | decode s/track (1 thread) | naive tracks/s | speed-up | "
           "peak RSS mmgenre | peak RSS naive |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['data']} | {r['mmgenre']['tracks']} | {r['mmgenre']['tracks_per_s']:.1f} | "
+        print(f"| {r['branch']} | {r['data']} | {r['mmgenre']['tracks']} | {r['mmgenre']['tracks_per_s']:.1f} | "
               f"{r['decode']['s_per_track']:.3f} | {r['naive']['tracks_per_s']:.2f} | {r['speedup_vs_naive']:.1f}x | "
               f"{r['mmgenre']['peak_rss_mb']:.0f} MB | {r['naive']['peak_rss_mb']:.0f} MB |")
+    for name in {r["data"] for r in rows} if len(branches) == 2 else ():
+        paper, musicnn = (next(r for r in rows if r["branch"] == b and r["data"] == name) for b in branches)
+        print(f"{name}: musicnn branch takes {paper['mmgenre']['tracks_per_s'] / musicnn['mmgenre']['tracks_per_s']:.2f}x "
+              "the paper branch's time per track")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

@@ -50,7 +50,7 @@ def bench_prepare(workers: int, cache: Path) -> dict:
     cfg = load_config(ROOT / "training" / "configs" / "default_model.json")
     dataset = build_dataset(cfg)
     start = time.perf_counter()
-    prep = prepare_dataset(dataset.examples, cfg.audio_config(), cache, name="bench", workers=workers,
+    prep = prepare_dataset(dataset.examples, cfg.prepare_audio_config(), cache, name="bench", workers=workers,
                            chunk_size=cfg.prepare.chunk_size, progress=False)
     seconds = time.perf_counter() - start  # pool start-up included
     rate = len(prep.paths) / seconds
@@ -99,7 +99,7 @@ def bench_fma_step(steps: int, device_name: str, cache: Path) -> dict:
     # Pair clips with lyrics texts: "tracks with both" as FMA-medium with fetched lyrics has.
     for e, l in zip(audio[::2], lyrics):
         e.lyrics = l.lyrics
-    prep = prepare_dataset(audio, cfg.audio_config(), cache, name="bench", progress=False)
+    prep = prepare_dataset(audio, cfg.prepare_audio_config(), cache, name="bench", progress=False)
     text = fma_cfg.text_config()
     vocab = build_vocabulary(tokenize_all([e.lyrics for e in audio if e.lyrics], text), text, max_size=20000)
     table = build_table(Dataset(audio, ds.genres), prepared=prep, vocab=vocab, text_config=text)
