@@ -17,6 +17,12 @@ Usage::
 
     python benchmarks/baselines.py --config training/configs/default_model.json \\
         [--model CKPT [--model CKPT2 ...]] [--split test] [--json OUT]
+    python benchmarks/baselines.py --split-seeds 0 1 2 3 [--runs runs/baselines]
+
+A test split of a few dozen clips is noisy (one clip is 2.4 points of accuracy), so
+``--split-seeds`` repeats the comparison on several artist-disjoint splits, training
+the config's model on each (about 10 minutes per split on 2 CPU cores), and prints
+the mean and spread over splits.
 """
 
 from __future__ import annotations
@@ -106,29 +112,18 @@ def lyrics_baseline(train, test) -> dict[str, float]:
     return scores([e.genre for e in test], list(clf.predict([e.lyrics for e in test])))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "training" / "configs" / "default_model.json"))
-    parser.add_argument("--model", action="append", metavar="CKPT",
-                        help="checkpoint to compare; repeat for several (default: the model shipped in the package)")
-    parser.add_argument("--split", default="test", choices=["valid", "test"])
-    parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
-
+def compare(data, models: list, *, split: str) -> dict[str, dict]:
+    """Baselines and ``models`` (checkpoint paths; None = the shipped one) on one split."""
     from mmgenre_core.config import AudioConfig
     from mmgenre_core.predict import GenreClassifier
-    from training.config import load_config
-    from training.datasets import build_dataset
 
-    cfg = load_config(args.config)
-    data = build_dataset(cfg)
     # MFCCs of the centre 30 s at 22.05 kHz (FMA's clip), whatever the model listens to.
     audio_config = AudioConfig()
     rows: dict[str, dict] = {}
     for modality in ("audio", "lyrics"):
         has = (lambda e: e.has_audio) if modality == "audio" else (lambda e: e.has_lyrics)
         train = [e for e in data.split("train") if has(e)]
-        test = [e for e in data.split(args.split) if has(e)]
+        test = [e for e in data.split(split) if has(e)]
         genres = sorted({e.genre for e in train})
         test = [e for e in test if e.genre in genres]  # a baseline cannot predict unseen genres
         if modality == "audio":
@@ -136,7 +131,7 @@ def main() -> None:
             rows["audio: musicnn MSD tags + logistic regression"] = musicnn_baseline(train, test)
         else:
             rows["lyrics: TF-IDF + logistic regression"] = lyrics_baseline(train, test)
-        for model in args.model or [None]:
+        for model in models:
             clf = GenreClassifier.load(model, device="cpu")
             k = len(clf.genres)
             if modality == "audio":
@@ -146,19 +141,83 @@ def main() -> None:
             mc = clf.model.config
             branch = f"{mc.audio_branch} audio branch" if modality == "audio" else (
                 "HAN + bag of words" if mc.lyrics_bow else "HAN")
-            rows[f"{modality}: mmgenre {clf.model_id} ({branch}, {modality} alone)"] = scores(
-                [e.genre for e in test], [p.genres[0].genre if p.ok else "" for p in preds])
+            name = f"{modality}: mmgenre ({branch}, {modality} alone)"
+            if len(models) > 1:
+                name = f"{modality}: mmgenre {clf.model_id} ({branch}, {modality} alone)"
+            rows[name] = scores([e.genre for e in test], [p.genres[0].genre if p.ok else "" for p in preds])
         rows[f"{modality}: chance (majority genre of train)"] = scores(
             [e.genre for e in test], [max(genres, key=[e.genre for e in train].count)] * len(test))
-        print(f"{modality}: {len(train)} train / {len(test)} {args.split} examples, {len(genres)} genres: "
+        print(f"{modality}: {len(train)} train / {len(test)} {split} examples, {len(genres)} genres: "
               f"{', '.join(genres)}", file=sys.stderr)
+    return rows
 
-    print(f"\n| held-out {args.split} split (artist-disjoint) | accuracy | macro-F1 | examples |")
+
+def print_table(rows: dict[str, dict], title: str) -> None:
+    print(f"\n| {title} | accuracy | macro-F1 | examples |")
     print("|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['accuracy']:.1%} | {r['macro_f1']:.3f} | {r['n']} |")
+
+
+def train_for_split(config: str, seed: int, runs: Path) -> Path:
+    """The config's model trained on the split of ``data.split_seed=seed`` (reused when already there)."""
+    from training.config import load_config
+    from training.train import train
+
+    out = runs / f"split_seed_{seed}"
+    if not (out / "model.pt").is_file():
+        print(f"training {config} with data.split_seed={seed} into {out}", file=sys.stderr)
+        train(load_config(config, [f"data.split_seed={seed}"]), out, progress=False)
+    return out / "model.pt"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(ROOT / "training" / "configs" / "default_model.json"))
+    parser.add_argument("--model", action="append", metavar="CKPT",
+                        help="checkpoint to compare; repeat for several (default: the model shipped in the package)")
+    parser.add_argument("--split", default="test", choices=["valid", "test"])
+    parser.add_argument("--split-seeds", type=int, nargs="+", metavar="SEED",
+                        help="repeat on these artist-disjoint splits (data.split_seed), training the config's "
+                             "model on each one (in --runs; reused when present), and summarise over them")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "baselines",
+                        help="where --split-seeds trains its models")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    from training.config import load_config
+    from training.datasets import build_dataset
+
+    if not args.split_seeds:
+        rows = compare(build_dataset(load_config(args.config)), args.model or [None], split=args.split)
+        print_table(rows, f"held-out {args.split} split (artist-disjoint)")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return
+
+    per_seed: dict[int, dict[str, dict]] = {}
+    for seed in args.split_seeds:
+        model = train_for_split(args.config, seed, args.runs)
+        data = build_dataset(load_config(args.config, [f"data.split_seed={seed}"]))
+        per_seed[seed] = compare(data, [model], split=args.split)
+        print_table(per_seed[seed], f"split seed {seed}: held-out {args.split} split")
+    summary = {}
+    for name in per_seed[args.split_seeds[0]]:
+        runs = [per_seed[s][name] for s in args.split_seeds]
+        acc = np.array([r["accuracy"] for r in runs])
+        f1 = np.array([r["macro_f1"] for r in runs])
+        n = np.array([r["n"] for r in runs])
+        summary[name] = {"accuracy_mean": float(acc.mean()), "accuracy_sd": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+                         "macro_f1_mean": float(f1.mean()), "macro_f1_sd": float(f1.std(ddof=1)) if len(f1) > 1 else 0.0,
+                         "pooled_accuracy": float((acc * n).sum() / n.sum()), "n": int(n.sum())}
+    print(f"\n| {len(args.split_seeds)} artist-disjoint splits (seeds {', '.join(map(str, args.split_seeds))}), "
+          f"{args.split} | accuracy, mean ± sd | macro-F1, mean ± sd | pooled accuracy | examples |")
+    print("|---|---|---|---|---|")
+    for name, r in summary.items():
+        print(f"| {name} | {r['accuracy_mean']:.1%} ± {r['accuracy_sd']:.1%} | {r['macro_f1_mean']:.3f} ± "
+              f"{r['macro_f1_sd']:.3f} | {r['pooled_accuracy']:.1%} | {r['n']} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).write_text(json.dumps({"per_seed": per_seed, "summary": summary}, indent=2))
 
 
 if __name__ == "__main__":

@@ -540,7 +540,9 @@ def test_logmel_batch_equals_one_by_one(clip_windows: np.ndarray, device: torch.
     assert together.shape == (3, CFG.n_mels, CFG.window_frames)
     for i in range(3):
         alone = logmel(x[i : i + 1])[0]
-        torch.testing.assert_close(together[i], alone, atol=1e-3, rtol=0)
+        # cuFFT plans a batch differently from one signal: float32 rounding (measured on
+        # an H100: 1.2e-3 dB at 45 dB, a relative 3e-5) is allowed there, no more.
+        torch.testing.assert_close(together[i], alone, atol=1e-3, rtol=0 if device.type == "cpu" else 1e-4)
         assert together[i].min() >= together[i].max() - CFG.top_db - 1e-3
     peaks = together.amax(dim=(1, 2))
     assert peaks[1] < peaks[0] - 40  # so a batch-wide clamp would have flattened it

@@ -47,6 +47,18 @@ def test_shipped_checkpoint_is_small_and_weights_only():
     assert "Known limits" in ckpt.metadata["model_card"] and "Licences" in ckpt.metadata["model_card"]
 
 
+def test_shipped_model_listens_with_the_frozen_pretrained_musicnn():
+    from mmgenre_core.musicnn import load_pretrained
+
+    ckpt = load_checkpoint(default_model_path())
+    mc = ckpt.model_config
+    assert mc.audio_branch == "musicnn" and not mc.musicnn_finetune and mc.lyrics_bow
+    assert ckpt.audio_config.scale == "musicnn" and ckpt.audio_config.sample_rate == 16000
+    # Frozen in training: the checkpoint carries musicnn's MSD weights unchanged.
+    for k, v in load_pretrained().state_dict().items():
+        assert torch.equal(ckpt.state_dict[f"cnn.backbone.{k}"], v), k
+
+
 def test_held_out_clips_get_sensible_genres(clf, held_out):
     audio, _ = held_out
     by_genre = {g: [e for e in audio if e.genre == g][:6] for g in AUDIO_GENRES}
@@ -56,17 +68,18 @@ def test_held_out_clips_get_sensible_genres(clf, held_out):
     assert all(r.ok for r in results)
     top1 = sum(r.genres[0].genre == e.genre for r, e in zip(results, examples)) / len(examples)
     top3 = sum(e.genre in [g.genre for g in r.genres] for r, e in zip(results, examples)) / len(examples)
-    # Four audio genres among the model's outputs: chance is at most 1/4 for top-1.
-    assert top1 >= 0.4, f"top-1 {top1:.2f}"
-    assert top3 >= 0.7, f"top-3 {top3:.2f}"
+    # Four audio genres among the model's ten outputs: chance is at most 1/4 for top-1.
+    # Measured with the shipped model: top-1 0.58, top-3 0.96 on these 24 clips.
+    assert top1 >= 0.5, f"top-1 {top1:.2f}"
+    assert top3 >= 0.85, f"top-3 {top3:.2f}"
     # Classical is the clearest genre of the four: most held-out classical clips must say so.
     classical = [r.genres[0].genre for r, e in zip(results, examples) if e.genre == "Classical"]
     assert Counter(classical)["Classical"] >= len(classical) // 2 + 1, classical
 
 
 def test_lyrics_alone_is_better_than_a_constant_guess(clf, held_out):
-    """The lyrics branch is weak (its accuracy is near the majority share, see README),
-    but it must discriminate: its macro-F1 beats always answering the majority genre."""
+    """Lyrics alone must discriminate: its macro-F1 (measured 0.26) far beats always
+    answering the majority genre (0.056), and it answers several genres."""
     from sklearn.metrics import f1_score
 
     _, lyrics = held_out
@@ -78,7 +91,7 @@ def test_lyrics_alone_is_better_than_a_constant_guess(clf, held_out):
     model_f1 = f1_score(truth, predicted, average="macro", zero_division=0)
     constant_f1 = f1_score(truth, [majority] * len(truth), average="macro", zero_division=0)
     assert len(set(predicted)) >= 3
-    assert model_f1 > 2 * constant_f1, (model_f1, constant_f1)
+    assert model_f1 > 3 * constant_f1, (model_f1, constant_f1)
 
 
 def test_track_with_lyrics_without_and_lyrics_alone(clf, held_out, tmp_path, capsys):
@@ -103,3 +116,4 @@ def test_info_prints_the_model_card(capsys):
     assert cli_main(["info"]) == 0
     out = capsys.readouterr().out
     assert "Genres it can output" in out and "Held-out test split" in out
+    assert "audio musicnn (MSD-pretrained, frozen" in out and "TF-IDF bag of words" in out

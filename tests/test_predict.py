@@ -65,6 +65,38 @@ def test_batched_equals_one_by_one_on_real_clips(model_path, real_clips, device)
         assert [g.genre for g in a.genres] == sorted(GENRES, key=lambda g: -a.probabilities[g])
 
 
+MUSICNN_AUDIO = AudioConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, top_db=None,
+                            scale="musicnn", window_seconds=3.0, num_windows=3)
+
+
+@pytest.fixture(scope="module")
+def musicnn_model_path(tmp_path_factory):
+    """A checkpoint with the pretrained musicnn audio branch and a random head."""
+    torch.manual_seed(0)
+    model = GenreModel(ModelConfig(**{**CONFIG.to_dict(), "n_mels": 96, "audio_branch": "musicnn"}), MUSICNN_AUDIO)
+    model.cnn.load_pretrained()
+    ckpt = Checkpoint.from_model(model, text_config=TextConfig(max_lines=8, max_words=6), genres=GENRES,
+                                 vocab=VOCAB, metadata={"name": "tiny-musicnn", "version": "0"})
+    return save_checkpoint(tmp_path_factory.mktemp("musicnn") / "musicnn.pt", ckpt)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_musicnn_branch_batched_equals_one_by_one_and_the_cpu(musicnn_model_path, real_clips, device):
+    clf = GenreClassifier.load(musicnn_model_path, device=device)
+    batched = clf.predict(real_clips, batch_size=4, top_k=4)
+    single = [clf.predict([p], batch_size=1, top_k=4)[0] for p in real_clips]
+    cpu = (batched if device == "cpu" else
+           GenreClassifier.load(musicnn_model_path, device="cpu").predict(real_clips, batch_size=4, top_k=4))
+    # CUDA runs under float16 autocast.
+    tol = 2e-2 if device == "cuda" else 1e-5
+    for a, b, c in zip(batched, single, cpu):
+        assert a.error is None and b.error is None
+        pa, pb, pc = (np.array([r.probabilities[g] for g in GENRES]) for r in (a, b, c))
+        assert np.allclose(pa, pb, atol=tol) and np.allclose(pa, pc, atol=tol)
+    # The clips are told apart: the head sees different musicnn features per clip.
+    assert len({tuple(np.round([r.probabilities[g] for g in GENRES], 4)) for r in batched}) == len(real_clips)
+
+
 def test_multi_window_average_on_full_track(tmp_path):
     track = str(DATA_DIR / "full_tracks" / "singularity-Nebula.ogg")
     one = GenreClassifier.load(tiny_checkpoint(tmp_path), device="cpu")
