@@ -572,8 +572,8 @@ def test_logmel_state_and_shape_checks() -> None:
 def test_other_containers_decode(fmt: str, other_containers: dict[str, Path]) -> None:
     # Rarer formats, FFmpeg only. Not all are sample exact: Matroska/WebM/ASF have 1-ms
     # timestamps, raw ADTS AAC and WMA keep their encoder delay (1024 / ~2048 samples:
-    # no edit list to remove it), and ADTS has no length in its headers (estimated
-    # from the bit rate). So: find each window's content in the reference spectrogram
+    # no edit list to remove it), and ADTS has no length in its headers (so it is
+    # decoded whole, not placed by FFmpeg's bit-rate guess). So: find each window's content in the reference spectrogram
     # within +-10 frames (0.23 s) of where it belongs.
     config = AudioConfig(window_seconds=5.0, num_windows=2)
     windows = load_windows(other_containers[fmt], config=config)
