@@ -162,13 +162,26 @@ class MusicnnBranch(nn.Module):
             self.backbone.dropout.train()
         return self
 
+    #: Patches per backbone call on the CPU without autograd. The timbral convolutions'
+    #: activations (204 x 181 x 59 per patch) outgrow the caches beyond two patches:
+    #: measured 30 ms per patch in calls of 1-2 patches, 43 at 4, 59-65 at 8-64 (2-core
+    #: x86-64, torch 2.13).
+    cpu_chunk = 2
+
+    def _features(self, patches: torch.Tensor) -> torch.Tensor:
+        out = self.backbone(patches)
+        return self.backbone.pool_bn(out["pool"]) if self.feature == "pool" else out[self.feature]
+
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         from .musicnn import split_patches
 
         patches, n = split_patches(mel)  # (batch * n, 187, 96)
-        with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
-            out = self.backbone(patches)
-            feats = self.backbone.pool_bn(out["pool"]) if self.feature == "pool" else out[self.feature]
+        grad = self.finetune and torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad):
+            if patches.device.type == "cpu" and not grad and patches.shape[0] > self.cpu_chunk:
+                feats = torch.cat([self._features(c) for c in patches.split(self.cpu_chunk)])
+            else:
+                feats = self._features(patches)
         return feats.float().view(mel.shape[0], n, -1).mean(dim=1)  # (batch, audio_vector_dim)
 
 
@@ -241,17 +254,10 @@ class BagOfWords(nn.Module):
     """Lyrics -> TF-IDF vector: ids/mask [shape=(batch, lines, words)] -> [shape=(batch, vocab_size)].
 
     ``log(1 + count) * idf`` per vocabulary word, L2-normalised (sklearn's
-    ``TfidfVectorizer(sublinear_tf=True)``) and scaled by :attr:`scale`; padding and
+    ``TfidfVectorizer(sublinear_tf=True)``); padding and
     unknown words count for nothing. ``idf`` is a persistent buffer, set from the
     training lyrics by :meth:`set_idf`.
     """
-
-    #: At unit norm a song's ~100 distinct words get entries of ~0.1, and the linear
-    #: head needs far more epochs to give the bag a say than the HAN takes to overfit
-    #: (validation loss, which picks the epoch, rises after ~6 epochs on the default
-    #: data); scaled by 20 the bag is learnt in step with the HAN (measured on the
-    #: default model's validation split: accuracy 0.31 -> 0.54 lyrics alone).
-    scale = 20.0
 
     def __init__(self, vocab_size: int) -> None:
         super().__init__()
@@ -266,7 +272,7 @@ class BagOfWords(nn.Module):
         counts = self.idf.new_zeros((ids.shape[0], self.idf.shape[0]))
         counts.scatter_add_(1, ids.flatten(1), mask.flatten(1).to(counts.dtype))
         counts[:, :2] = 0  # PAD_ID and UNK_ID
-        return nn.functional.normalize(torch.log1p(counts) * self.idf, dim=1) * self.scale
+        return nn.functional.normalize(torch.log1p(counts) * self.idf, dim=1)
 
 
 @dataclass
