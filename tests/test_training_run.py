@@ -186,11 +186,21 @@ def test_musicnn_branch_run_with_bag_of_words(tiny, data_dir):
         "audio.sample_rate=16000", "audio.n_fft=512", "audio.hop_length=256", "audio.n_mels=96",
         "audio.top_db=null", "audio.scale=musicnn", "audio.window_seconds=3.0", "audio.num_windows=2",
         "prepare.window_seconds=12.0", "model.audio_branch=musicnn", "model.lyrics_bow=true",
-        "train.crop_seconds=3.0", "train.eval_crop_seconds=6.0", "train.epochs=3"])
+        "model.musicnn_features=penultimate", "train.crop_seconds=3.0", "train.eval_crop_seconds=6.0",
+        "train.epochs=3", "train.linear_probe=true", "train.class_weights=balanced_per_modality",
+        "train.probe_l2=[0.001, 0.1]", 'train.lr_scale={"classifier": 0.1}'])
     metrics = train(cfg, tmp / "run_musicnn", progress=False)
     # Classical vs Rock is easy for a model pretrained on a million songs.
     assert metrics["valid"]["audio"]["accuracy"] > metrics["valid"]["audio"]["chance_accuracy"]
+    # The linear probe fitted the head over musicnn's features and the bag of words
+    # (4 crops of 3 s per 12-s training clip), and its model was a candidate "epoch 0".
+    probe = metrics["linear_probe"]
+    assert probe["probed"] == ["audio", "bag"] and set(probe["l2"].values()) <= {0.001, 0.1}
+    assert probe["train_rows"] == 4 * metrics["dataset"]["train"]["audio"] + metrics["dataset"]["train"]["lyrics"]
+    assert probe["valid_accuracy"] > metrics["valid"]["audio"]["chance_accuracy"]
+    assert 0 <= metrics["best_epoch"] <= 3 and len(metrics["history"]) == 3
     ckpt = load_checkpoint(tmp / "run_musicnn" / "model.pt")
+    assert ckpt.metadata["linear_probe"]["probed"] == ["audio", "bag"]
     mc = ckpt.model_config
     assert mc.audio_branch == "musicnn" and mc.lyrics_bow and ckpt.audio_config.window_seconds == 3.0
     # Frozen: the checkpoint holds musicnn's MSD weights unchanged.

@@ -119,7 +119,8 @@ class OptimConfig:
     patience: int = 20
     # Keep the epoch with the best value of: val_loss | val_acc | val_macro_f1.
     select: str = "val_loss"
-    # Class weights of the loss: none | balanced (n / (k * count)).
+    # Class weights of the loss: none | balanced (n / (k * count)) | balanced_per_modality
+    # (balanced within each group of examples with the same modalities).
     class_weights: str = "none"
     # Random crops of this many seconds of the 30-s log-mel in training (None = whole).
     crop_seconds: float | None = None
@@ -135,6 +136,18 @@ class OptimConfig:
     bn_recalibrate: bool = True
     bn_recalibrate_batches: int | None = 50
     grad_clip: float | None = None
+    # Linear probe, then fine-tune (training/probe.py): before the first epoch, fit the
+    # head's columns over inputs that mean something already (pretrained musicnn
+    # features, the bag of words) by L-BFGS, with an L2 penalty per block from
+    # probe_l2 chosen on the validation split; the probed model is "epoch 0".
+    linear_probe: bool = False
+    probe_l2: list[float] = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0])
+    probe_crops: int = 10  # rows per training clip: crops spread over the prepared window
+    probe_max_iter: int = 300
+    # Learning-rate multipliers by parameter-name prefix (the longest matching prefix
+    # wins), e.g. {"cnn.backbone": 0.05, "classifier": 0.1}: fine-tune a pretrained
+    # backbone or a probed head gently while the HAN trains at train.lr.
+    lr_scale: dict[str, float] = field(default_factory=dict)
     label_smoothing: float = 0.0
     # Stop after the epoch that would overrun this budget (None = no budget). Breaks
     # bit-for-bit reproducibility across machines of different speed; off by default.
@@ -197,10 +210,18 @@ class TrainConfig:
             raise ConfigError(f"train.select must be val_loss, val_acc or val_macro_f1, not {t.select!r}")
         if t.optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"train.optimizer must be sgd or adamw, not {t.optimizer!r}")
-        if t.class_weights not in ("none", "balanced"):
-            raise ConfigError(f"train.class_weights must be none or balanced, not {t.class_weights!r}")
+        if t.class_weights not in ("none", "balanced", "balanced_per_modality"):
+            raise ConfigError("train.class_weights must be none, balanced or balanced_per_modality, "
+                              f"not {t.class_weights!r}")
         if t.batch_size < 1 or t.epochs < 0 or t.lr <= 0:
             raise ConfigError("train.batch_size >= 1, train.epochs >= 0 and train.lr > 0 are required")
+        if not t.probe_l2 or any(not (isinstance(v, (int, float)) and v >= 0) for v in t.probe_l2):
+            raise ConfigError("train.probe_l2 must be a non-empty list of penalties >= 0")
+        if t.probe_crops < 1 or t.probe_max_iter < 1:
+            raise ConfigError("train.probe_crops >= 1 and train.probe_max_iter >= 1 are required")
+        if not isinstance(t.lr_scale, dict) or any(
+                not isinstance(v, (int, float)) or v < 0 for v in t.lr_scale.values()):
+            raise ConfigError("train.lr_scale maps parameter-name prefixes to multipliers >= 0")
         for name in ("lyrics_dropout", "audio_dropout"):
             if not 0.0 <= getattr(t, name) < 1.0:
                 raise ConfigError(f"train.{name} must be in [0, 1)")

@@ -240,13 +240,44 @@ def selection_value(cfg: TrainConfig, val: dict[str, Any]) -> float:
     return val.get("log_loss", float("inf"))
 
 
-def class_weights(cfg: TrainConfig, table: Table) -> torch.Tensor | None:
-    if cfg.train.class_weights != "balanced":
+def example_weights(cfg: TrainConfig, table: Table) -> np.ndarray | None:
+    """Loss weight of every example [shape=(len(table),)], or None for plain cross-entropy.
+
+    ``balanced``: ``n / (k * count)`` per genre over the training split (sklearn's
+    "balanced"). ``balanced_per_modality``: the same within each group of examples
+    that have the same modalities (audio only, lyrics only, both), because each group
+    is its own classification problem: on a collection of audio clips and separate
+    lyrics, balancing over the union would weigh a genre's lyrics by how many clips
+    of it there are.
+    """
+    mode = cfg.train.class_weights
+    if mode == "none":
         return None
-    y = table.labels[table.indices("train")]
-    counts = np.bincount(y, minlength=len(table.genres)).astype(np.float64)
-    weights = np.where(counts > 0, len(y) / (len(table.genres) * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(weights, dtype=torch.float32)
+    train_mask = table.splits == "train"
+    groups = np.zeros(len(table), dtype=np.int64)
+    if mode == "balanced_per_modality":
+        groups = (table.mel_row >= 0).astype(np.int64) + 2 * (table.lyr_row >= 0).astype(np.int64)
+    weights = np.zeros(len(table), dtype=np.float64)
+    k = len(table.genres)
+    for g in np.unique(groups):
+        members = groups == g
+        y = table.labels[members & train_mask]
+        counts = np.bincount(y, minlength=k).astype(np.float64)
+        per_genre = np.where(counts > 0, len(y) / (np.count_nonzero(counts) * np.maximum(counts, 1)), 0.0)
+        weights[members] = per_genre[table.labels[members]]
+    return weights
+
+
+def weighted_cross_entropy(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, *,
+                           label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy averaged with per-example ``weights`` [shape=(batch,)] (None: plain mean).
+
+    Normalised by the sum of the weights, as ``F.cross_entropy(weight=...)`` does.
+    """
+    if weights is None:
+        return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    losses = F.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing)
+    return (losses * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -326,6 +357,22 @@ def build_model(cfg: TrainConfig, data: TrainData) -> GenreModel:
     return model
 
 
+def param_groups(model: torch.nn.Module, lr_scale: dict[str, float]) -> list[dict[str, Any]]:
+    """Trainable parameters grouped by learning-rate multiplier (``train.lr_scale``).
+
+    A parameter takes the multiplier of the longest prefix of its name in
+    ``lr_scale`` (1 without one); groups are in order of first appearance.
+    """
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        matches = [k for k in lr_scale if name == k or name.startswith(k + ".")]
+        scale = float(lr_scale[max(matches, key=len)]) if matches else 1.0
+        groups.setdefault(scale, []).append(p)
+    return [{"params": ps, "lr_scale": scale} for scale, ps in groups.items()]
+
+
 def _crop_frames(cfg: TrainConfig, seconds: float | None) -> int | None:
     if seconds is None:
         return None
@@ -392,20 +439,19 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
         train_forward = DDP(forward, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
                             find_unused_parameters=True)
     params = [p for p in model.parameters() if p.requires_grad]
+    groups = param_groups(model, t.lr_scale)
     if t.optimizer == "adamw":
         # Beyond the paper: AdamW trains the small models of small collections far more
         # reliably than SGD (the default model uses it); the paper's runs keep SGD.
-        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        opt = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
     else:
-        opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0,
+        opt = torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0,
                               weight_decay=t.weight_decay)
     schedule = LRSchedule(cfg)
     amp_dtype = autocast_dtype(rt.device) if t.amp else None
     amp = (lambda: device_autocast(rt.device)) if amp_dtype is not None else contextlib.nullcontext
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    weights = class_weights(cfg, table)
-    if weights is not None:
-        weights = weights.to(rt.device)
+    weights = example_weights(cfg, table)
     crop = _crop_frames(cfg, t.crop_seconds)
     eval_crop = _crop_frames(cfg, t.eval_crop_seconds)
 
@@ -444,6 +490,46 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
     stopped_early = False
     timed_out = False
     epoch_times: list[float] = []
+
+    def validate() -> dict[str, Any]:
+        # On every rank (identical results, no communication needed).
+        if not len(val_idx):
+            return {}
+        probs, y = predict(forward, table, val_idx, mode="fused", device=rt.device,
+                           batch_size=t.eval_batch_size, crop_frames=eval_crop,
+                           autocast=amp if amp_dtype is not None else None)
+        return _compact(compute_metrics(y, probs, table.genres))
+
+    def save_best(epoch_number: int, val: dict[str, Any]) -> None:
+        if not rt.main:
+            return
+        ckpt = Checkpoint.from_model(
+            model, text_config=cfg.text_config(), genres=table.genres,
+            vocab=data.vocab.to_list() if model.config.use_lyrics and data.vocab else [],
+            metadata={**metadata_base, "epoch": epoch_number,
+                      "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+            metrics=_plain({"valid": val}))
+        save_checkpoint(out / "model.pt", ckpt)
+
+    probe: dict[str, Any] = {}
+    if t.linear_probe and not resume:
+        from training.probe import linear_probe
+
+        probe = linear_probe(forward, table, train_idx, val_idx, weights=weights, l2_grid=t.probe_l2,
+                             crop_frames=crop, eval_crop_frames=eval_crop, max_crops=t.probe_crops,
+                             max_iter=t.probe_max_iter, device=rt.device, batch_size=t.eval_batch_size,
+                             select=lambda v: selection_value(cfg, v))
+        metadata_base["linear_probe"] = _plain(probe)
+        if probe.get("probed"):
+            # The probed model is a candidate like any epoch: "epoch 0".
+            val = validate()
+            best_value = selection_value(cfg, val) if val else 1.0  # any epoch beats it
+            best_epoch, best_val = -1, val
+            save_best(0, val)
+            if rt.main:
+                print(f"epoch   0/{t.epochs} | linear probe of {'+'.join(probe['probed'])} | val loss "
+                      f"{val.get('log_loss', float('nan')):.4f} acc {val.get('accuracy', float('nan')):.3f} *",
+                      flush=True)
     for epoch in range(start_epoch, t.epochs):
         if t.patience and bad_epochs >= t.patience:
             stopped_early = True  # (only reached when resuming a run that had already stopped)
@@ -451,7 +537,7 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
         t0 = time.perf_counter()
         lr = schedule.lr(epoch)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         rng = np.random.default_rng([cfg.seed, epoch])
         specs = train_batch_specs(table, train_idx, batch_size=t.batch_size, rng=rng, crop_frames=crop,
                                   lyrics_dropout=t.lyrics_dropout, audio_dropout=t.audio_dropout,
@@ -460,12 +546,14 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
         loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
         correct = torch.zeros((), dtype=torch.int64, device=rt.device)
         seen = 0
-        for batch in iterate_batches(table, specs, crop, num_workers=t.num_workers,
-                                     pin_memory=rt.device.type == "cuda"):
+        batches = iterate_batches(table, specs, crop, num_workers=t.num_workers,
+                                  pin_memory=rt.device.type == "cuda")
+        for spec, batch in zip(specs, batches):  # batches come in the order of their specs
             batch = batch.to(rt.device, non_blocking=True)
             with amp():
                 logits = train_forward(batch.size, batch.mel, batch.audio_pos, batch.ids, batch.lyrics_pos)
-            loss = F.cross_entropy(logits.float(), batch.y, weight=weights, label_smoothing=t.label_smoothing)
+            w = None if weights is None else torch.from_numpy(weights[spec.index]).float().to(rt.device)
+            loss = weighted_cross_entropy(logits.float(), batch.y, w, label_smoothing=t.label_smoothing)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if t.grad_clip:
@@ -490,18 +578,12 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
                                   crop_frames=crop, rng=np.random.default_rng([cfg.seed, epoch, 1]),
                                   max_batches=t.bn_recalibrate_batches,
                                   autocast=amp if amp_dtype is not None else None)
-        # Validation on every rank (identical results, no communication needed).
-        val: dict[str, Any] = {}
-        if len(val_idx):
-            probs, y = predict(forward, table, val_idx, mode="fused", device=rt.device,
-                               batch_size=t.eval_batch_size, crop_frames=eval_crop,
-                               autocast=amp if amp_dtype is not None else None)
-            val = _compact(compute_metrics(y, probs, table.genres))
+        val = validate()
         val_loss = val.get("log_loss", float("nan"))
         schedule.observe(val_loss)
         # Without a validation split every epoch counts as the best (the last one is kept).
         value = selection_value(cfg, val) if val else float(-epoch)
-        improved = value < best_value - 1e-9 or best_epoch < 0
+        improved = value < best_value - 1e-9 or not math.isfinite(best_value)
         seconds = time.perf_counter() - t0
         epoch_times.append(seconds)
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
@@ -510,14 +592,7 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
         history.append(record)
         if improved:
             best_value, best_epoch, bad_epochs, best_val = value, epoch, 0, val
-            if rt.main:
-                ckpt = Checkpoint.from_model(
-                    model, text_config=cfg.text_config(), genres=table.genres,
-                    vocab=data.vocab.to_list() if model.config.use_lyrics and data.vocab else [],
-                    metadata={**metadata_base, "epoch": epoch + 1,
-                              "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
-                    metrics=_plain({"valid": val}))
-                save_checkpoint(out / "model.pt", ckpt)
+            save_best(epoch + 1, val)
         else:
             bad_epochs += 1
         if rt.main:
@@ -574,6 +649,7 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
         save_checkpoint(out / "model.pt", best)
     metrics = {
         "best_epoch": best_epoch + 1, "epochs_run": len(history), "stopped_early": stopped_early,
+        "linear_probe": _plain(probe),
         "timed_out": timed_out, "select": t.select, "best_value": best_value,
         "seconds": round(time.perf_counter() - started, 1),
         "seconds_per_epoch": round(float(np.mean(epoch_times)), 3) if epoch_times else None,
