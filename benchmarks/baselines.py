@@ -17,7 +17,7 @@ Usage::
 
     python benchmarks/baselines.py --config training/configs/default_model.json \\
         [--model CKPT [--model CKPT2 ...]] [--split test] [--json OUT]
-    python benchmarks/baselines.py --split-seeds 0 1 2 3 [--runs runs/baselines]
+    python benchmarks/baselines.py --split-seeds 0 1 2 3 [--config A.json --config B.json] [--runs runs/baselines]
 
 A test split of a few dozen clips is noisy (one clip is 2.4 points of accuracy), so
 ``--split-seeds`` repeats the comparison on several artist-disjoint splits, training
@@ -70,13 +70,24 @@ def scores(y_true: list[str], y_pred: list[str]) -> dict[str, float]:
             "n": len(y_true)}
 
 
+# Features depend on the file only, not on the split: computed once per path and reused
+# by every split of --split-seeds.
+_MFCC_CACHE: dict[str, np.ndarray] = {}
+_TAGS_CACHE: dict[str, np.ndarray] = {}
+
+
 def audio_baseline(train, test, audio_config) -> dict[str, float]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x_train = np.stack([mfcc_stats(e.path, audio_config=audio_config) for e in train])
-    x_test = np.stack([mfcc_stats(e.path, audio_config=audio_config) for e in test])
+    def feats(e):
+        if e.path not in _MFCC_CACHE:
+            _MFCC_CACHE[e.path] = mfcc_stats(e.path, audio_config=audio_config)
+        return _MFCC_CACHE[e.path]
+
+    x_train = np.stack([feats(e) for e in train])
+    x_test = np.stack([feats(e) for e in test])
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0))
     clf.fit(x_train, [e.genre for e in train])
     return scores([e.genre for e in test], list(clf.predict(x_test)))
@@ -94,8 +105,14 @@ def musicnn_baseline(train, test) -> dict[str, float]:
 
     config = AudioConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, top_db=None, scale="musicnn")
     model, logmel = load_pretrained(), LogMel(config)
-    x_train = np.stack([musicnn_tags(e.path, model=model, logmel=logmel, audio_config=config) for e in train])
-    x_test = np.stack([musicnn_tags(e.path, model=model, logmel=logmel, audio_config=config) for e in test])
+
+    def feats(e):
+        if e.path not in _TAGS_CACHE:
+            _TAGS_CACHE[e.path] = musicnn_tags(e.path, model=model, logmel=logmel, audio_config=config)
+        return _TAGS_CACHE[e.path]
+
+    x_train = np.stack([feats(e) for e in train])
+    x_test = np.stack([feats(e) for e in test])
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0))
     clf.fit(x_train, [e.genre for e in train])
     return scores([e.genre for e in test], list(clf.predict(x_test)))
@@ -164,7 +181,7 @@ def train_for_split(config: str, seed: int, runs: Path) -> Path:
     from training.config import load_config
     from training.train import train
 
-    out = runs / f"split_seed_{seed}"
+    out = runs / Path(config).stem / f"split_seed_{seed}"
     if not (out / "model.pt").is_file():
         print(f"training {config} with data.split_seed={seed} into {out}", file=sys.stderr)
         train(load_config(config, [f"data.split_seed={seed}"]), out, progress=False)
@@ -173,12 +190,15 @@ def train_for_split(config: str, seed: int, runs: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "training" / "configs" / "default_model.json"))
+    parser.add_argument("--config", action="append", metavar="JSON",
+                        help="training config whose split is used (the first one's) and, with --split-seeds, "
+                             "whose model is trained on each split; repeat to compare several configs "
+                             "(default: training/configs/default_model.json)")
     parser.add_argument("--model", action="append", metavar="CKPT",
                         help="checkpoint to compare; repeat for several (default: the model shipped in the package)")
     parser.add_argument("--split", default="test", choices=["valid", "test"])
     parser.add_argument("--split-seeds", type=int, nargs="+", metavar="SEED",
-                        help="repeat on these artist-disjoint splits (data.split_seed), training the config's "
+                        help="repeat on these artist-disjoint splits (data.split_seed), training each config's "
                              "model on each one (in --runs; reused when present), and summarise over them")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "baselines",
                         help="where --split-seeds trains its models")
@@ -188,8 +208,9 @@ def main() -> None:
     from training.config import load_config
     from training.datasets import build_dataset
 
+    configs = args.config or [str(ROOT / "training" / "configs" / "default_model.json")]
     if not args.split_seeds:
-        rows = compare(build_dataset(load_config(args.config)), args.model or [None], split=args.split)
+        rows = compare(build_dataset(load_config(configs[0])), args.model or [None], split=args.split)
         print_table(rows, f"held-out {args.split} split (artist-disjoint)")
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
@@ -197,9 +218,9 @@ def main() -> None:
 
     per_seed: dict[int, dict[str, dict]] = {}
     for seed in args.split_seeds:
-        model = train_for_split(args.config, seed, args.runs)
-        data = build_dataset(load_config(args.config, [f"data.split_seed={seed}"]))
-        per_seed[seed] = compare(data, [model], split=args.split)
+        models = [train_for_split(c, seed, args.runs) for c in configs]
+        data = build_dataset(load_config(configs[0], [f"data.split_seed={seed}"]))
+        per_seed[seed] = compare(data, models, split=args.split)
         print_table(per_seed[seed], f"split seed {seed}: held-out {args.split} split")
     summary = {}
     for name in per_seed[args.split_seeds[0]]:
