@@ -237,8 +237,37 @@ def main() -> None:
     for name, r in summary.items():
         print(f"| {name} | {r['accuracy_mean']:.1%} ± {r['accuracy_sd']:.1%} | {r['macro_f1_mean']:.3f} ± "
               f"{r['macro_f1_sd']:.3f} | {r['pooled_accuracy']:.1%} | {r['n']} |")
+    paired = paired_differences(per_seed)
+    print(f"\n| model minus baseline, paired by split ({args.split}) | accuracy difference, mean ± sd | "
+          f"macro-F1 difference, mean ± sd | splits where the model is better |")
+    print("|---|---|---|---|")
+    for name, r in paired.items():
+        print(f"| {name} | {r['accuracy_diff_mean']:+.1%} ± {r['accuracy_diff_sd']:.1%} | "
+              f"{r['macro_f1_diff_mean']:+.3f} ± {r['macro_f1_diff_sd']:.3f} | {r['wins']} of {r['splits']} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"per_seed": per_seed, "summary": summary}, indent=2))
+        own = load_config(configs[0]).data.split_seed
+        Path(args.json).write_text(json.dumps(
+            {"split": args.split, "seeds": args.split_seeds, "config_split_seed": own,
+             "configs": [str(Path(c).name) for c in configs], "per_seed": per_seed, "summary": summary,
+             "paired": paired}, indent=2))
+
+
+def paired_differences(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
+    """Each model row minus each baseline row of its modality, split by split."""
+    seeds = list(per_seed)
+    names = list(per_seed[seeds[0]])
+    out = {}
+    for model in (n for n in names if ": mmgenre" in n):
+        modality = model.split(":")[0]
+        for base in (n for n in names if n.startswith(modality + ":") and "logistic regression" in n):
+            da = np.array([per_seed[s][model]["accuracy"] - per_seed[s][base]["accuracy"] for s in seeds])
+            df = np.array([per_seed[s][model]["macro_f1"] - per_seed[s][base]["macro_f1"] for s in seeds])
+            sd = (lambda v: float(v.std(ddof=1)) if len(v) > 1 else 0.0)
+            out[f"{model} vs {base.split(': ', 1)[1]}"] = {
+                "accuracy_diff_mean": float(da.mean()), "accuracy_diff_sd": sd(da),
+                "macro_f1_diff_mean": float(df.mean()), "macro_f1_diff_sd": sd(df),
+                "wins": int((da > 0).sum()), "ties": int((da == 0).sum()), "splits": len(seeds)}
+    return out
 
 
 if __name__ == "__main__":

@@ -69,16 +69,40 @@ def test_held_out_clips_get_sensible_genres(clf, held_out):
     top1 = sum(r.genres[0].genre == e.genre for r, e in zip(results, examples)) / len(examples)
     top3 = sum(e.genre in [g.genre for g in r.genres] for r, e in zip(results, examples)) / len(examples)
     # Four audio genres among the model's ten outputs: chance is at most 1/4 for top-1.
-    # Measured with the shipped model: top-1 0.58, top-3 0.96 on these 24 clips.
-    assert top1 >= 0.5, f"top-1 {top1:.2f}"
+    # Measured with the shipped model (0.3.0): top-1 0.54, top-3 0.92 on these 24 clips
+    # (Pop and Rock are the ones it mixes up).
+    assert top1 >= 0.45, f"top-1 {top1:.2f}"
     assert top3 >= 0.85, f"top-3 {top3:.2f}"
     # Classical is the clearest genre of the four: most held-out classical clips must say so.
     classical = [r.genres[0].genre for r, e in zip(results, examples) if e.genre == "Classical"]
     assert Counter(classical)["Classical"] >= len(classical) // 2 + 1, classical
 
 
+def test_lyrics_alone_is_at_least_as_good_as_tfidf_logistic_regression(clf, held_out):
+    """The HAN + bag-of-words branch, alone, against the classic baseline trained on the
+    same training lyrics (benchmarks/baselines.py's): measured 57.5% against 55.0%."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from training.config import load_config
+    from training.datasets import build_dataset
+
+    cfg = load_config(os.path.join(ROOT, "training", "configs", "default_model.json"), [f"data_root={DATA_DIR}"])
+    train = [e for e in build_dataset(cfg).split("train") if e.has_lyrics]
+    _, lyrics = held_out
+    lyrics = [e for e in lyrics if e.genre in {t.genre for t in train}]
+    baseline = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
+                             LogisticRegression(max_iter=5000, C=10.0))
+    baseline.fit([e.lyrics for e in train], [e.genre for e in train])
+    truth = [e.genre for e in lyrics]
+    base_acc = sum(p == t for p, t in zip(baseline.predict([e.lyrics for e in lyrics]), truth)) / len(truth)
+    ours = [r.genres[0].genre for r in clf.predict_lyrics([e.lyrics for e in lyrics], top_k=1)]
+    our_acc = sum(p == t for p, t in zip(ours, truth)) / len(truth)
+    assert our_acc >= base_acc, (our_acc, base_acc)
+
+
 def test_lyrics_alone_is_better_than_a_constant_guess(clf, held_out):
-    """Lyrics alone must discriminate: its macro-F1 (measured 0.26) far beats always
+    """Lyrics alone must discriminate: its macro-F1 (measured 0.32) far beats always
     answering the majority genre (0.056), and it answers several genres."""
     from sklearn.metrics import f1_score
 

@@ -3,8 +3,10 @@
 Built from what the checkpoint itself holds (genres, dataset counts, training
 config, held-out metrics) plus the free text of the config's ``card`` section
 (``description``, ``limits``, ``licences``). ``train.py`` stamps every model it
-saves; ``python training/model_card.py --model CKPT [--config FILE.json]`` (re)stamps
-an existing checkpoint without touching its weights.
+saves; ``python training/model_card.py --model CKPT [--config FILE.json]
+[--comparison BASELINES.json]`` (re)stamps an existing checkpoint without touching its
+weights, optionally adding the side-by-side comparison with the classic baselines
+that ``benchmarks/baselines.py --split-seeds ... --json`` measured.
 """
 
 from __future__ import annotations
@@ -74,6 +76,23 @@ def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
             if isinstance(r, dict):
                 lines.append(f"| {mode} | {r.get('n', '-')} | {_pct(r.get('accuracy'))} | {_f(r.get('macro_f1'))} |")
         lines.append("")
+    comparison = metrics.get("comparison") or {}
+    if comparison.get("rows"):
+        seeds = comparison.get("seeds") or []
+        own = comparison.get("config_split_seed")
+        lines += [f"## Compared with classic baselines ({comparison.get('split', 'test')} splits, artist-disjoint)",
+                  f"Measured by `{comparison.get('command', 'python benchmarks/baselines.py')}`: the baselines and "
+                  f"the models are trained on the same examples of each split. Split {own} is this model's own; "
+                  f"the mean is over splits {', '.join(map(str, seeds))}.",
+                  f"| | split {own}: accuracy | macro-F1 | {len(seeds)} splits: accuracy | macro-F1 |",
+                  "|---|---|---|---|---|"]
+        for row in comparison["rows"]:
+            fixed, mean = row.get("fixed") or {}, row.get("mean") or {}
+            lines.append(
+                f"| {row['name']} | {_pct(fixed.get('accuracy'))} | {_f(fixed.get('macro_f1'))} | "
+                f"{_pct(mean.get('accuracy_mean'))} ± {_pct(mean.get('accuracy_sd'))} | "
+                f"{_f(mean.get('macro_f1_mean'))} ± {_f(mean.get('macro_f1_sd'))} |")
+        lines.append("")
     if card.get("limits"):
         lines += ["## Known limits", card["limits"].strip(), ""]
     if card.get("licences"):
@@ -88,14 +107,35 @@ def stamp(ckpt: Checkpoint, card: dict[str, Any] | None) -> Checkpoint:
     return ckpt
 
 
+def comparison_from(results: dict[str, Any], *, command: str | None = None) -> dict[str, Any]:
+    """The card's comparison table from ``benchmarks/baselines.py --split-seeds ... --json`` output."""
+    per_seed = {int(k): v for k, v in (results.get("per_seed") or {}).items()}
+    own = results.get("config_split_seed")
+    fixed = per_seed.get(own, {}) if own is not None else {}
+    rows = [{"name": name, "fixed": fixed.get(name), "mean": mean}
+            for name, mean in (results.get("summary") or {}).items()]
+    return {"split": results.get("split", "test"), "seeds": results.get("seeds", sorted(per_seed)),
+            "config_split_seed": own, "rows": rows, "paired": results.get("paired", {}),
+            "command": command or "python benchmarks/baselines.py --split-seeds ..."}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="checkpoint to stamp (rewritten atomically)")
     parser.add_argument("--config", help="training config whose `card` section to use "
                                          "(default: the one stored in the checkpoint)")
+    parser.add_argument("--comparison", metavar="JSON",
+                        help="add the baselines comparison written by "
+                             "`benchmarks/baselines.py --split-seeds ... --json JSON` to the card")
+    parser.add_argument("--command", help="with --comparison: the command that measured it, as shown in the card")
     parser.add_argument("--out", help="write here instead of over --model")
     args = parser.parse_args(argv)
     ckpt = load_checkpoint(args.model)
+    if args.comparison:
+        import json
+
+        results = json.loads(Path(args.comparison).read_text(encoding="utf-8"))
+        ckpt.metrics["comparison"] = comparison_from(results, command=args.command)
     card = (ckpt.metadata.get("config") or {}).get("card")
     if args.config:
         from training.config import load_config
