@@ -193,10 +193,11 @@ def test_musicnn_branch_run_with_bag_of_words(tiny, data_dir):
     # Classical vs Rock is easy for a model pretrained on a million songs.
     assert metrics["valid"]["audio"]["accuracy"] > metrics["valid"]["audio"]["chance_accuracy"]
     # The linear probe fitted the head over musicnn's features and the bag of words
-    # (4 crops of 3 s per 12-s training clip), and its model was a candidate "epoch 0".
+    # (3 crops per 12-s training clip: a 3-s crop is 188 frames and the clip 750), and its
+    # model was a candidate "epoch 0".
     probe = metrics["linear_probe"]
     assert probe["probed"] == ["audio", "bag"] and set(probe["l2"].values()) <= {0.001, 0.1}
-    assert probe["train_rows"] == 4 * metrics["dataset"]["train"]["audio"] + metrics["dataset"]["train"]["lyrics"]
+    assert probe["train_rows"] == 3 * metrics["dataset"]["train"]["audio"] + metrics["dataset"]["train"]["lyrics"]
     assert probe["valid_accuracy"] > metrics["valid"]["audio"]["chance_accuracy"]
     assert 0 <= metrics["best_epoch"] <= 3 and len(metrics["history"]) == 3
     ckpt = load_checkpoint(tmp / "run_musicnn" / "model.pt")
