@@ -13,7 +13,7 @@ prints, per data set:
 Both audio branches are timed (``--branch``): the paper's CNN at the paper's size
 (``ModelConfig()`` defaults, random weights: speed does not depend on them) on one
 30-s window, and the pretrained musicnn on the windows the shipped default model
-uses (read from the shipped checkpoint: 3 x 3 s at 16 kHz).
+uses (read from the shipped checkpoint: 4 x 3 s at 16 kHz).
 
 Usage::
 
@@ -62,7 +62,7 @@ def make_model(path: Path, branch: str) -> None:
 
     torch.manual_seed(0)
     if branch == "musicnn":
-        # Listens as the shipped default model does (three 3-s windows at 16 kHz).
+        # Listens as the shipped default model does (its windows: 4 x 3 s at 16 kHz).
         from mmgenre_core.checkpoint import load_checkpoint
         from mmgenre_core.predict import default_model_path
 
