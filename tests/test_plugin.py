@@ -253,6 +253,32 @@ class TestCommand(PluginTest):
         assert "genius_token: REDACTED" in out
 
 
+class TestShippedModel(PluginTest):
+    """No ``model:`` configured: the default model shipped in the package (the
+    pretrained musicnn audio branch) tags real files and writes the tags."""
+
+    def test_shipped_model_tags_real_clips_and_a_full_track(self):
+        from mmgenre_core.checkpoint import load_checkpoint
+        from mmgenre_core.predict import default_model_path
+
+        shipped = load_checkpoint(default_model_path())
+        assert shipped.model_config.audio_branch == "musicnn"
+        self.config["mmgenre"]["model"] = None
+        clips = [self.add_track(p) for p in self.media.mp3]
+        full = self.add_track(self.media.ogg_full)  # Death Metal, tagged so by its artist
+
+        self.run_command("mmgenre")
+
+        for item in [*clips, full]:
+            item.load()
+            assert item.genres and set(item.genres) <= set(shipped.genres), item.genres
+            assert item["mmgenre_model"] == shipped.model_id
+            assert read_genres(item.path) == item.genres  # written to the file, read back with mutagen
+        # Emotify's classical/001.mp3 is in the default model's held-out test split.
+        assert clips[0].genres == ["Classical"]
+        assert full.genres == ["Rock"]
+
+
 class TestPretend(PluginTest):
     db_on_disk: ClassVar[bool] = True
 
