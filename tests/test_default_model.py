@@ -82,10 +82,11 @@ def test_lyrics_alone_matches_tfidf_logistic_regression_within_noise(clf, held_o
     """The HAN + bag-of-words branch, alone, against the classic baseline trained on the
     same training lyrics (benchmarks/baselines.py's), on the shipped model's own split.
 
-    Measured: accuracy 50.0% against 55.0%, macro-F1 0.304 against 0.308 on these 80
-    songs; over 5 artist-disjoint splits 49.0% against 50.8% and 0.320 against 0.285
-    (README). One split of 80 songs has a standard error of about 5.6 points, so the
-    model must be within one standard error on accuracy and 0.02 on macro-F1; a broken
+    Measured: accuracy 55.0% against 55.0%, macro-F1 0.319 against 0.308 on these 80
+    songs; over 5 artist-disjoint splits 51.5% against 50.8% and 0.329 against 0.285
+    (README). One split of 80 songs has a standard error of about 5.6 points (one song
+    is 1.25), so the model must be within one standard error on accuracy and 0.02 on
+    macro-F1 rather than ahead by a song or two; a broken
     lyrics branch (e.g. the wrong bag-of-words scaling) lands far below.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
