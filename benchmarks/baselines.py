@@ -28,9 +28,11 @@ the mean and spread over splits.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -76,46 +78,47 @@ _MFCC_CACHE: dict[str, np.ndarray] = {}
 _TAGS_CACHE: dict[str, np.ndarray] = {}
 
 
-def audio_baseline(train, test, audio_config) -> dict[str, float]:
+def _standardised_lr(train, test, *, cache: dict[str, np.ndarray],
+                     compute: Callable[[str], np.ndarray]) -> dict[str, float]:
+    """Standardised logistic regression on per-file features ``compute(path)`` [shape=(dim,)],
+    cached in ``cache``; trained on ``train``, scored on ``test``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    def feats(e):
-        if e.path not in _MFCC_CACHE:
-            _MFCC_CACHE[e.path] = mfcc_stats(e.path, audio_config=audio_config)
-        return _MFCC_CACHE[e.path]
-
-    x_train = np.stack([feats(e) for e in train])
-    x_test = np.stack([feats(e) for e in test])
+    for e in [*train, *test]:
+        if e.path not in cache:
+            cache[e.path] = compute(e.path)
+    x_train = np.stack([cache[e.path] for e in train])
+    x_test = np.stack([cache[e.path] for e in test])
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0))
     clf.fit(x_train, [e.genre for e in train])
     return scores([e.genre for e in test], list(clf.predict(x_test)))
 
 
-def musicnn_baseline(train, test) -> dict[str, float]:
-    """Logistic regression on the MSD musicnn's 50 tag probabilities (30-s window, 10 patches)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def audio_baseline(train, test, audio_config) -> dict[str, float]:
+    return _standardised_lr(train, test, cache=_MFCC_CACHE,
+                            compute=lambda path: mfcc_stats(path, audio_config=audio_config))
 
+
+@functools.cache
+def _musicnn_network():
+    """The pretrained musicnn, its front end and audio config: loaded once, on first use."""
     from mmgenre_core.audio import LogMel
     from mmgenre_core.config import AudioConfig
     from mmgenre_core.musicnn import load_pretrained
 
     config = AudioConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, top_db=None, scale="musicnn")
-    model, logmel = load_pretrained(), LogMel(config)
+    return load_pretrained(), LogMel(config), config
 
-    def feats(e):
-        if e.path not in _TAGS_CACHE:
-            _TAGS_CACHE[e.path] = musicnn_tags(e.path, model=model, logmel=logmel, audio_config=config)
-        return _TAGS_CACHE[e.path]
 
-    x_train = np.stack([feats(e) for e in train])
-    x_test = np.stack([feats(e) for e in test])
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0))
-    clf.fit(x_train, [e.genre for e in train])
-    return scores([e.genre for e in test], list(clf.predict(x_test)))
+def musicnn_baseline(train, test) -> dict[str, float]:
+    """Logistic regression on the MSD musicnn's 50 tag probabilities (30-s window, 10 patches)."""
+    def tags(path: str) -> np.ndarray:
+        model, logmel, config = _musicnn_network()
+        return musicnn_tags(path, model=model, logmel=logmel, audio_config=config)
+
+    return _standardised_lr(train, test, cache=_TAGS_CACHE, compute=tags)
 
 
 def lyrics_baseline(train, test) -> dict[str, float]:

@@ -70,14 +70,14 @@ def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
         lines.append("")
     test = metrics.get("test") or {}
     if test:
-        lines += ["## Held-out test split (artists never seen in training)",
-                  "| mode | examples | accuracy | macro-F1 |", "|---|---|---|---|"]
+        lines.append("## Held-out test split (artists never seen in training)")
         if train.get("eval_crop_seconds") and mc.use_audio:
             # Why the audio rows here and in the comparison below can differ: training
             # evaluates a centre crop of the prepared clip, inference the whole file.
-            lines.insert(-2, f"Measured by training/train.py on the centre {train['eval_crop_seconds']:g} s of "
-                             f"each clip; `mmgenre predict` listens to {a.num_windows} window(s) spread over "
-                             "the whole file, as the comparison below does.")
+            lines.append(f"Measured by training/train.py on the centre {train['eval_crop_seconds']:g} s of "
+                         f"each clip; `mmgenre predict` listens to {a.num_windows} window(s) spread over "
+                         "the whole file, as the comparison below does.")
+        lines += ["| mode | examples | accuracy | macro-F1 |", "|---|---|---|---|"]
         for mode, r in test.items():
             if isinstance(r, dict):
                 lines.append(f"| {mode} | {r.get('n', '-')} | {_pct(r.get('accuracy'))} | {_f(r.get('macro_f1'))} |")
