@@ -27,9 +27,10 @@ threads (ALAC does: its frames are 4x larger).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -82,6 +83,11 @@ _SHORT_READ_SECONDS = 0.5
 # (possibly absurd) frame count at once, and an error (a truncated FLAC "loses sync")
 # only costs the block it happens in.
 _BLOCK_SECONDS = 1.0
+# A file of unknown length (or one that ends before its header says) is decoded from the
+# start; up to this much audio is kept whole, a longer one is counted and then decoded
+# again for its windows only, so memory stays bounded whatever the file (10 min of
+# 48 kHz mono float32 is 115 MB).
+_KEEP_WHOLE_SECONDS = 600.0
 # FFmpeg packets that may fail to decode before a file counts as undecodable.
 _MAX_BAD_PACKETS = 20
 
@@ -144,6 +150,8 @@ def find_audio_files(
             candidates = _walk_audio(path, exts)
         elif path.exists():
             candidates = [path]
+        elif path.is_symlink():
+            raise FileNotFoundError(2, "a symbolic link that points nowhere or in a loop", str(path))
         else:
             raise FileNotFoundError(2, "no such file or folder", str(path))
         for c in candidates:
@@ -185,8 +193,8 @@ class _Decoder(Protocol):
     def read(self, start: int, count: int) -> np.ndarray:
         """Mono float32 [shape=(<= count,)] from frame ``start``; shorter at the end."""
 
-    def read_all(self) -> np.ndarray:
-        """The whole file, mono float32 [shape=(frames,)], however long it really is."""
+    def iter_blocks(self) -> Iterator[np.ndarray]:
+        """The whole file from its start, as mono float32 blocks [shape=(frames,)]."""
 
     def close(self) -> None: ...
 
@@ -201,37 +209,51 @@ def _mix_to_mono(data: np.ndarray) -> np.ndarray:
 class _SoundFileDecoder:
     """libsndfile back end: seeks to the exact frame, reads only ``count`` frames."""
 
-    def __init__(self, path: Path) -> None:
-        self._file = sf.SoundFile(str(path))
+    def __init__(self, path: Path, *, allow_unknown_length: bool = False) -> None:
+        self._path = str(path)
+        self._file = sf.SoundFile(self._path)
         self.sample_rate = int(self._file.samplerate)
         frames = int(self._file.frames)
         # libsndfile reports SF_COUNT_MAX-like values when it cannot tell.
         self.num_frames = frames if 0 < frames < 2**40 else None
+        if self.num_frames is None and not allow_unknown_length:
+            # Such files (FLAC written to a pipe) lose their last half second in
+            # libsndfile and cannot be rewound; FFmpeg reads them whole, so it goes first.
+            self._file.close()
+            raise _LengthUnknown(self._path)
 
     def read(self, start: int, count: int) -> np.ndarray:
         self._file.seek(start)
         data = self._file.read(count, dtype="float32", always_2d=True)
         return _mix_to_mono(data)
 
-    def read_all(self) -> np.ndarray:
-        self._file.seek(0)
+    def iter_blocks(self) -> Iterator[np.ndarray]:
+        try:
+            self._file.seek(0)
+        except sf.LibsndfileError:  # a stream that cannot seek: reopen it instead
+            self._file.close()
+            self._file = sf.SoundFile(self._path)
         block = max(int(_BLOCK_SECONDS * self.sample_rate), 1)
-        parts = []
+        decoded_any = False
         while True:
             try:
                 data = self._file.read(block, dtype="float32", always_2d=True)
             except sf.LibsndfileError:
-                if not parts:
+                if not decoded_any:
                     raise
-                break  # damaged or truncated tail: keep what decoded
+                return  # damaged or truncated tail: keep what decoded
             if len(data):
-                parts.append(_mix_to_mono(data))
+                decoded_any = True
+                yield _mix_to_mono(data)
             if len(data) < block:
-                break
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+                return
 
     def close(self) -> None:
         self._file.close()
+
+
+class _LengthUnknown(Exception):
+    """libsndfile cannot tell the file's length: try FFmpeg first, libsndfile last."""
 
 
 class _NoTimestamps(Exception):
@@ -445,10 +467,10 @@ class _AVDecoder:
                 break  # window filled: stop decoding
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
-    def read_all(self) -> np.ndarray:
+    def iter_blocks(self) -> Iterator[np.ndarray]:
         self._rewind()
-        parts = [mono for _, mono in self._frames()]
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        for _, mono in self._frames():
+            yield mono
 
     def close(self) -> None:
         self._container.close()
@@ -475,19 +497,11 @@ def _read_window(decoder: _Decoder, offset: float, *, config: AudioConfig) -> np
     width = config.window_samples
     total = decoder.num_frames
     assert total is not None
-    k0 = int(round(offset * sr_out))  # window start, output samples
-    edge = int(math.ceil(_EDGE_SECONDS * sr_out))
-    g = math.gcd(sr_in, sr_out)
-    step_out = sr_out // g  # output samples per whole number of input samples
-    ks = max(k0 - edge, 0)
-    if step_out <= edge:
-        ks -= ks % step_out
-    start_in = int(round(ks * sr_in / sr_out))
-    end_in = min(total, int(math.ceil((k0 + width + edge) * sr_in / sr_out)))
+    start_in, end_in, skip = _window_input_range(offset, total, sr_in, config=config)
     x = decoder.read(start_in, end_in - start_in)
     if len(x) < end_in - start_in - _SHORT_READ_SECONDS * sr_in:
         return None  # the header promised more than the file holds
-    y = _resample(x, sr_in, sr_out)[k0 - ks : k0 - ks + width]
+    y = _resample(x, sr_in, sr_out)[skip : skip + width]
     if len(y) < width:
         if width - len(y) > _SHORT_READ_SECONDS * sr_out:
             return None
@@ -534,8 +548,88 @@ def _decode_windows(decoder: _Decoder, *, config: AudioConfig, path: str) -> np.
         if all(w is not None for w in windows):
             return np.stack(windows)  # type: ignore[arg-type]
     # Short track, unknown length, damaged, or the file ends before its header says:
-    # read it all and take the windows from what is really there.
-    return _windows_from_whole(decoder.read_all(), decoder.sample_rate, config=config, path=path)
+    # take the windows from what is really there, in bounded memory.
+    return _windows_streaming(decoder, config=config, path=path)
+
+
+class _CollectedRanges:
+    """A read-only "decoder" over the input ranges a linear pass kept (see _windows_streaming)."""
+
+    def __init__(self, ranges: list[tuple[int, np.ndarray]], total: int, sample_rate: int) -> None:
+        self._ranges = ranges  # [(first frame, mono float32 samples)]
+        self.num_frames = total
+        self.sample_rate = sample_rate
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        for first, data in self._ranges:
+            if first <= start and start + count <= first + len(data):
+                return data[start - first : start - first + count]
+        raise AssertionError("window outside the collected ranges")  # pragma: no cover
+
+
+def _window_input_range(offset: float, total: int, sr_in: int, *, config: AudioConfig) -> tuple[int, int, int]:
+    """(start, end, skip): the input frames [start, end) that :func:`_read_window` reads for a
+    window at ``offset``, and the window's first sample in that range once resampled.
+
+    The start sits on the output sample grid (so soxr's output samples fall exactly
+    where they fall when the whole file is resampled), a short margin before the window.
+    """
+    sr_out = config.sample_rate
+    k0 = int(round(offset * sr_out))  # window start, output samples
+    edge = int(math.ceil(_EDGE_SECONDS * sr_out))
+    step_out = sr_out // math.gcd(sr_in, sr_out)  # output samples per whole number of input samples
+    ks = max(k0 - edge, 0)
+    if step_out <= edge:
+        ks -= ks % step_out
+    start = int(round(ks * sr_in / sr_out))
+    end = min(total, int(math.ceil((k0 + config.window_samples + edge) * sr_in / sr_out)))
+    return start, end, k0 - ks
+
+
+def _windows_streaming(decoder: _Decoder, *, config: AudioConfig, path: str) -> np.ndarray:
+    """Windows [shape=(n, window_samples)] of a file decoded from its start, in bounded memory.
+
+    Up to ``_KEEP_WHOLE_SECONDS`` of audio is kept whole (one pass, as before). A longer
+    stream is only counted in that first pass, then decoded again keeping just the
+    input ranges of its windows: a 3-hour FLAC without a length in its header costs
+    two decodes and a few windows of memory instead of gigabytes.
+    """
+    sr_in = decoder.sample_rate
+    keep_limit = int(_KEEP_WHOLE_SECONDS * sr_in)
+    kept: list[np.ndarray] | None = []
+    total = 0
+    for block in decoder.iter_blocks():
+        total += len(block)
+        if kept is not None:
+            if total <= keep_limit:
+                kept.append(block)
+            else:
+                kept = None  # too long to hold: count only, collect the windows in a second pass
+    if kept is not None:
+        whole = np.concatenate(kept) if kept else np.zeros(0, np.float32)
+        return _windows_from_whole(whole, sr_in, config=config, path=path)
+    offsets = window_offsets(total / sr_in, config=config)
+    wanted = [_window_input_range(o, total, sr_in, config=config)[:2] for o in offsets]
+    buffers = [np.zeros(end - start, np.float32) for start, end in wanted]
+    filled = [0] * len(wanted)
+    position = 0
+    for block in decoder.iter_blocks():
+        block_end = position + len(block)
+        for i, (start, end) in enumerate(wanted):
+            lo, hi = max(start, position), min(end, block_end)
+            if lo < hi:
+                buffers[i][lo - start : hi - start] = block[lo - position : hi - position]
+                filled[i] += hi - lo
+        position = block_end
+        if position >= wanted[-1][1]:
+            break  # past the last window: stop decoding
+    if any(f < end - start for f, (start, end) in zip(filled, wanted)):
+        raise AudioDecodeError("decodes differently on a second pass (unstable stream)", path=path)
+    collected = _CollectedRanges([(start, buf) for (start, _), buf in zip(wanted, buffers)], total, sr_in)
+    windows = [_read_window(collected, o, config=config) for o in offsets]
+    if any(w is None for w in windows):  # pragma: no cover - the ranges are exact
+        raise AudioDecodeError("window outside the decoded audio", path=path)
+    return np.stack(windows)  # type: ignore[arg-type]
 
 
 def _check_file(path: str | os.PathLike[str]) -> Path:
@@ -584,7 +678,8 @@ def _decode_any(p: Path, *, config: AudioConfig) -> np.ndarray:
     name = str(p)
     failures: list[str] = []
     verdict: AudioError | None = None  # "too short"/"empty" from a back end that did decode
-    for backend in _backends(p):
+    backends: list[Callable[[Path], _Decoder]] = list(_backends(p))
+    for backend in backends:
         try:
             decoder = backend(p)
             try:
@@ -596,12 +691,15 @@ def _decode_any(p: Path, *, config: AudioConfig) -> np.ndarray:
             # informative verdict in case it does not.
             if verdict is None or isinstance(verdict, EmptyAudioError):
                 verdict = exc
+        except _LengthUnknown:
+            backends.append(functools.partial(_SoundFileDecoder, allow_unknown_length=True))
         except AudioDecodeError as exc:
             failures.append(_describe(exc))
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - any library error means "cannot decode"
-            failures.append(f"{_BACKEND_NAMES[backend]}: {_describe(exc)}")
+            backend_name = _BACKEND_NAMES.get(getattr(backend, "func", backend), "decoder")
+            failures.append(f"{backend_name}: {_describe(exc)}")
     if verdict is not None:
         raise verdict
     raise AudioDecodeError("not decodable audio (" + "; ".join(failures) + ")", path=name)
@@ -656,6 +754,9 @@ def probe_duration(path: str | os.PathLike[str]) -> float:
     for backend in _backends(p):
         try:
             decoder = backend(p)
+        except _LengthUnknown:
+            failures.append("libsndfile: length unknown")
+            continue
         except AudioDecodeError as exc:
             failures.append(_describe(exc))
             continue

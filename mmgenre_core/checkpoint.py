@@ -73,12 +73,17 @@ class Checkpoint:
         """A :class:`~mmgenre_core.model.GenreModel` holding these weights, in eval mode."""
         from .model import GenreModel
 
-        model = GenreModel(self.model_config, self.audio_config)
-        missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        where = self.path or "checkpoint"
+        try:
+            model = GenreModel(self.model_config, self.audio_config)
+            missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        except (RuntimeError, ValueError, TypeError) as exc:  # shapes that do not fit, odd sizes
+            first = " ".join(str(exc).split())[:300]
+            raise CheckpointError(f"{where}: weights do not fit the model config ({first})") from exc
         # Non-persistent buffers (mel basis, window) are rebuilt from the config.
         if missing or unexpected:
             raise CheckpointError(
-                f"{self.path or 'checkpoint'}: weights do not fit the model config "
+                f"{where}: weights do not fit the model config "
                 f"(missing: {', '.join(missing[:5]) or '-'}; unexpected: {', '.join(unexpected[:5]) or '-'})"
             )
         return model.eval()
@@ -145,28 +150,52 @@ def atomic_torch_save(path: str | os.PathLike, payload: Any) -> Path:
     return path
 
 
-def _validate(payload: Mapping[str, Any], *, where: str) -> None:
+def _validate(payload: Any, *, where: str) -> None:
+    """Every structural rule a checkpoint must meet; any breach is a :class:`CheckpointError`.
+
+    Run on every load (and save), so that a damaged or hand-edited file fails here
+    with its reason instead of deep inside the model or, worse, mid-way through a
+    library-wide run.
+    """
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{where}: not an mmgenre checkpoint (no '{FORMAT}' marker)")
     version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{where}: format_version must be a whole number >= 1, not {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{where}: checkpoint format version {version!r} is newer than this mmgenre "
+            f"{where}: checkpoint format version {version} is newer than this mmgenre "
             f"understands ({FORMAT_VERSION}); upgrade mmgenre"
         )
     for key in ("model_config", "audio_config", "text_config", "genres", "vocab", "state_dict"):
         if key not in payload:
             raise CheckpointError(f"{where}: checkpoint lacks '{key}'")
+    for key in ("model_config", "audio_config", "text_config", "state_dict"):
+        if not isinstance(payload[key], Mapping):
+            raise CheckpointError(f"{where}: '{key}' must be a mapping, not {type(payload[key]).__name__}")
+    for key in ("metadata", "metrics"):
+        if payload.get(key) is not None and not isinstance(payload[key], Mapping):
+            raise CheckpointError(f"{where}: '{key}' must be a mapping, not {type(payload[key]).__name__}")
     genres, vocab = payload["genres"], payload["vocab"]
-    if not all(isinstance(g, str) for g in genres) or len(set(genres)) != len(genres):
-        raise CheckpointError(f"{where}: genre labels must be distinct strings")
-    n_genres = payload["model_config"].get("n_genres")
+    if not isinstance(genres, (list, tuple)) or not genres:
+        raise CheckpointError(f"{where}: 'genres' must be a non-empty list of names, not {genres!r:.60}")
+    if not all(isinstance(g, str) and g.strip() for g in genres) or len(set(genres)) != len(genres):
+        raise CheckpointError(f"{where}: genre labels must be distinct, non-blank strings")
+    if not isinstance(vocab, (list, tuple)) or not all(isinstance(w, str) for w in vocab):
+        raise CheckpointError(f"{where}: 'vocab' must be a list of strings")
+    model_config = payload["model_config"]
+    n_genres = model_config.get("n_genres")
     if n_genres != len(genres):
         raise CheckpointError(f"{where}: {len(genres)} genre labels for a model of {n_genres} outputs")
-    if payload["model_config"].get("use_lyrics", True):
-        if payload["model_config"].get("vocab_size") != len(vocab):
+    if model_config.get("use_lyrics", True):
+        if model_config.get("vocab_size") != len(vocab):
             raise CheckpointError(f"{where}: vocabulary of {len(vocab)} words for an embedding of "
-                                  f"{payload['model_config'].get('vocab_size')}")
+                                  f"{model_config.get('vocab_size')}")
+    for name, tensor in payload["state_dict"].items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"{where}: weight {name!r} is a {type(tensor).__name__}, not a tensor")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{where}: weight {name!r} holds NaN or infinite values (a diverged or damaged model)")
 
 
 def read_weights_only(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Any:
@@ -208,5 +237,5 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
             metrics=dict(payload.get("metrics") or {}),
             path=where,
         )
-    except ConfigError as exc:
+    except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{where}: {exc}") from exc

@@ -9,35 +9,83 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 log = logging.getLogger("mmgenre")
+
+
+def display_text(text: str | os.PathLike | bytes | None) -> str:
+    """``text`` (a path or a message holding paths) as printable UTF-8.
+
+    File names that are not valid UTF-8 reach Python as lone surrogates
+    (``\udcff``), which cannot be printed or put in JSON; their bytes are shown as
+    ``\xff`` escapes instead. The one encoder for every line the CLI prints.
+    """
+    if text is None:
+        return ""
+    if isinstance(text, bytes):
+        return text.decode("utf-8", "backslashreplace")
+    return os.fsencode(os.fspath(text)).decode("utf-8", "backslashreplace") if isinstance(text, os.PathLike) \
+        else str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _result_for_output(res: Any) -> dict[str, Any]:
+    out = res.to_dict()
+    out["path"] = display_text(out["path"]) if out["path"] is not None else None
+    if out.get("error"):
+        out["error"] = display_text(out["error"])
+    return out
 
 
 def read_lyrics_file(path: str | os.PathLike) -> dict[str, str]:
     """A JSON-lines file of ``{"path": ..., "lyrics": ...}`` -> {absolute path: lyrics}.
 
     Relative paths are taken relative to the lyrics file's folder first, then to the
-    current directory. Malformed lines are reported and skipped.
+    current directory. A few malformed lines are skipped with one warning; a file that
+    is missing, a folder, not UTF-8, or has no usable line at all raises
+    :class:`InputFileError` (the CLI's exit status 2).
     """
+    from .errors import InputFileError
+
     path = Path(path)
+    shown = display_text(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise InputFileError(f"--lyrics-file {shown}: is a folder, not a JSON-lines file") from None
+    except FileNotFoundError:
+        reason = "a symbolic link that points nowhere or in a loop" if path.is_symlink() else "no such file"
+        raise InputFileError(f"--lyrics-file {shown}: {reason}") from None
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"--lyrics-file {shown}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise InputFileError(f"--lyrics-file {shown}: cannot be read ({exc.strerror or exc})") from None
     out: dict[str, str] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                track, text = rec.get("path") or rec.get("file"), rec.get("lyrics")
-            except (json.JSONDecodeError, AttributeError):
-                log.warning("%s:%d: not a JSON object, skipped", path, lineno)
-                continue
-            if not track or not isinstance(text, str):
-                log.warning("%s:%d: needs 'path' and 'lyrics', skipped", path, lineno)
-                continue
-            candidates = [Path(track)] if os.path.isabs(track) else [path.parent / track, Path(track)]
-            chosen = next((c for c in candidates if c.exists()), candidates[0])
-            out[os.path.abspath(chosen)] = text
+    bad: list[tuple[int, str]] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            bad.append((lineno, "not JSON"))
+            continue
+        if not isinstance(rec, dict):
+            bad.append((lineno, "not a JSON object"))
+            continue
+        track, lyrics = rec.get("path") or rec.get("file"), rec.get("lyrics")
+        if not isinstance(track, str) or not track or not isinstance(lyrics, str):
+            bad.append((lineno, "needs a 'path' and a 'lyrics' string"))
+            continue
+        candidates = [Path(track)] if os.path.isabs(track) else [path.parent / track, Path(track)]
+        chosen = next((c for c in candidates if c.exists()), candidates[0])
+        out[os.path.abspath(chosen)] = lyrics
+    if bad and not out:
+        raise InputFileError(
+            f"--lyrics-file {shown}: no usable line ({len(bad)} lines; line {bad[0][0]}: {bad[0][1]}); "
+            'expected one {"path": ..., "lyrics": ...} object per line')
+    if bad:
+        log.warning("%s: %d malformed lines skipped (first: line %d, %s)", shown, len(bad), bad[0][0], bad[0][1])
     return out
 
 
@@ -45,10 +93,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .audio import find_audio_files
     from .predict import GenreClassifier
 
+    if args.attention and not args.json:
+        print("mmgenre: --attention needs --json (the attention weights are part of the JSON output)",
+              file=sys.stderr)
+        return 2
     try:
         files = find_audio_files(args.paths)
-    except FileNotFoundError as exc:
-        print(f"mmgenre: {exc}", file=sys.stderr)
+    except (FileNotFoundError, OSError) as exc:
+        print(f"mmgenre: {display_text(str(exc))}", file=sys.stderr)
         return 2
     if not files:
         print("mmgenre: no audio files found", file=sys.stderr)
@@ -67,12 +119,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if res.error:
             n_failed += 1
         if args.json:
-            print(json.dumps(res.to_dict(), ensure_ascii=False), flush=True)
+            print(json.dumps(_result_for_output(res), ensure_ascii=False), flush=True)
         elif res.error:
-            print(f"{res.path}: ERROR {res.error}", flush=True)
+            print(f"{display_text(res.path)}: ERROR {display_text(res.error)}", flush=True)
         else:
             genres = ", ".join(f"{g.genre} ({g.confidence:.2f})" for g in res.genres)
-            print(f"{res.path}: {genres}  [lyrics: {res.lyrics}]", flush=True)
+            print(f"{display_text(res.path)}: {genres}  [lyrics: {res.lyrics}]", flush=True)
     elapsed = time.perf_counter() - started
     log.info("%d tracks in %.1f s (%.1f tracks/s), %d failed", len(paths), elapsed,
              len(paths) / max(elapsed, 1e-9), n_failed)
@@ -135,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Whatever the locale (C, POSIX, a pipe), an odd character never ends a run.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -146,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except MMGenreError as exc:
-        print(f"mmgenre: {exc}", file=sys.stderr)
+        print(f"mmgenre: {display_text(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -25,12 +25,38 @@ def _from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} option(s): {', '.join(unknown)}")
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in data and isinstance(data[f.name], list):
+        if f.name not in data:
+            continue
+        if isinstance(data[f.name], list):
             data[f.name] = tuple(data[f.name])  # tuples come back from JSON as lists
+        if not _has_annotated_type(data[f.name], str(f.type)):
+            raise ConfigError(f"invalid {cls.__name__}: {f.name} must be {f.type}, not {data[f.name]!r}")
     try:
         return cls(**data)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid {cls.__name__}: {exc}") from exc
+
+
+def _has_annotated_type(value: Any, annotation: str) -> bool:
+    """Whether ``value`` fits a field annotated ``annotation`` ("int", "float | None", "tuple[int, ...]").
+
+    Only the plain types configs use are checked; a checkpoint or JSON file with a
+    string where a number belongs is rejected here, not deep inside the model.
+    """
+    allowed = {part.strip().split("[")[0] for part in annotation.split("|")}
+    if value is None:
+        return "None" in allowed
+    if isinstance(value, bool):
+        return "bool" in allowed
+    if isinstance(value, int):
+        return bool(allowed & {"int", "float"})
+    if isinstance(value, float):
+        return "float" in allowed
+    if isinstance(value, str):
+        return "str" in allowed
+    if isinstance(value, tuple):
+        return "tuple" in allowed and all(isinstance(v, (int, float, str)) for v in value)
+    return not allowed & {"int", "float", "bool", "str", "None", "tuple"}
 
 
 def _to_dict(obj: Any) -> dict[str, Any]:

@@ -38,9 +38,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if kind not in DEVICE_CHOICES:
         raise ConfigError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but no CUDA GPU is available (try --device auto)")
+        raise ConfigError("device 'cuda' requested but no CUDA GPU is available (use the device 'auto' or 'cpu')")
     if kind == "mps" and not _mps_available():
-        raise ConfigError("device 'mps' requested but Apple MPS is not available (try --device auto)")
+        raise ConfigError("device 'mps' requested but Apple MPS is not available (use the device 'auto' or 'cpu')")
     return torch.device(name)
 
 

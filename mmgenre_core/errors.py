@@ -46,3 +46,7 @@ class ModelNotFoundError(CheckpointError):
 
 class ConfigError(MMGenreError, ValueError):
     """A configuration value is invalid."""
+
+
+class InputFileError(MMGenreError):
+    """A side input named by the user (e.g. ``--lyrics-file``) is missing or unreadable."""

@@ -25,9 +25,9 @@ import torch
 from .audio import load_windows
 from .checkpoint import Checkpoint, load_checkpoint
 from .device import autocast, resolve_device
-from .errors import AudioError, ModelNotFoundError
+from .errors import AudioError, CheckpointError, ModelNotFoundError
 from .tags import read_embedded_lyrics
-from .text import Vocabulary, encode_batch
+from .text import Vocabulary, encode_batch, has_words
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +115,20 @@ class GenreClassifier:
     #: Windows per audio forward pass on the CPU (see _run_batch).
     cpu_audio_chunk = 4
 
-    def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device = "auto") -> None:
+    def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device = "auto",
+                 self_test: bool = True) -> None:
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
         self.model = checkpoint.build_model().to(self.device)
         self.genres = list(checkpoint.genres)
         self.audio_config = checkpoint.audio_config
         self.text_config = checkpoint.text_config
-        self.vocab = Vocabulary.from_list(checkpoint.vocab) if checkpoint.model_config.use_lyrics else None
+        try:
+            self.vocab = Vocabulary.from_list(checkpoint.vocab) if checkpoint.model_config.use_lyrics else None
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{checkpoint.path or 'checkpoint'}: unusable vocabulary ({exc})") from exc
+        if self_test:
+            self.self_test()
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, device: str | torch.device = "auto") -> "GenreClassifier":
@@ -137,6 +143,21 @@ class GenreClassifier:
                     "beets config)."
                 )
         return cls(load_checkpoint(path), device=device)
+
+    def self_test(self) -> None:
+        """One forward pass on a silent window and a short lyric; raises CheckpointError
+        when the model cannot run or answers NaN (caught at load, not mid-run)."""
+        window = np.zeros((1, self.audio_config.window_samples), np.float32)
+        window[0, :: max(1, self.audio_config.sample_rate // 440)] = 0.1  # not all zeros
+        try:
+            probs, _ = self._run_batch([window] if self.checkpoint.model_config.use_audio else [None],
+                                       ["la la la"], False)
+        except Exception as exc:  # any failure here means the checkpoint cannot serve
+            first = " ".join(str(exc).split())[:300]
+            raise CheckpointError(f"{self.checkpoint.path or 'checkpoint'}: the model fails a test run "
+                                  f"({type(exc).__name__}: {first})") from exc
+        if not np.isfinite(probs).all():
+            raise CheckpointError(f"{self.checkpoint.path or 'checkpoint'}: the model answers NaN on a test run")
 
     @property
     def model_id(self) -> str:
@@ -162,6 +183,8 @@ class GenreClassifier:
         if error is None and lyrics is None and read_tags and self.uses_lyrics:
             lyrics = read_embedded_lyrics(path)
             lyrics_source = "tag" if lyrics else "none"
+        if lyrics is not None and not has_words(lyrics):
+            lyrics = None  # punctuation, labels or blanks only: nothing the model can read
         return _Decoded(index, windows, lyrics, lyrics_source if lyrics else "none", error)
 
     def _iter_decoded(self, jobs: list[tuple[str, str | None, str]], *, read_tags: bool,
@@ -305,6 +328,10 @@ class GenreClassifier:
                 return
             probs, att = self._run_batch([d.windows for d in batch], [d.lyrics for d in batch], return_attention)
             for row, d in enumerate(batch):
+                if not np.isfinite(probs[row]).all():  # never hand NaN on as a genre confidence
+                    results[d.index] = TrackPrediction(path=paths[d.index], lyrics="none",
+                                                       error=f"{paths[d.index]}: the model answered NaN")
+                    continue
                 res = self._make_result(paths[d.index], probs[row], d.lyrics_source, top_k)
                 if att and d.lyrics:
                     self._attach_attention(res, d.lyrics, att[0][row], att[1][row])

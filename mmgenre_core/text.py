@@ -36,6 +36,9 @@ UNK_ID = 1
 # Cleaning
 # --------------------------------------------------------------------------- #
 
+#: Characters of a lyrics text that are read at all (about 30x a long song's).
+MAX_LYRICS_CHARS = 100_000
+
 # Every line break a tag or web page may carry: CRLF, CR, NEL, VT, FF, U+2028/9.
 _NEWLINES = re.compile(r"\r\n|[\r\x0b\x0c\x85\u2028\u2029]")
 # Zero-width characters and the BOM split or glue words invisibly.
@@ -57,8 +60,10 @@ _URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
 _GENIUS_HEADER = re.compile(r"^.*?\S\s+Lyrics(?=$|\S)")
 # Newer Genius pages put a song description between the header and the lyrics.
 _GENIUS_READ_MORE = re.compile(r"^.*?Read More\s*")
-# "...last line1.2KEmbed": Genius's embed counter glued to the last line.
-_GENIUS_EMBED = re.compile(r"(?:\d+(?:\.\d+)?K?)?Embed(?:Share URLCopyEmbedCopy)?\s*$")
+# "...last line1.2KEmbed": Genius's embed counter glued to the last line. The counter
+# is bounded ({1,7} digits) so that a line ending in a long run of digits costs linear
+# time: an unbounded \d+ retried from every digit was quadratic (15 s at 16k digits).
+_GENIUS_EMBED = re.compile(r"(?:\d{1,7}(?:\.\d{1,3})?K?)?Embed(?:Share URLCopyEmbedCopy)?\s*$")
 # Genius's recommendation widget, often glued to a neighbouring line or label.
 _GENIUS_YMAL = re.compile(r"(?<=\S)You might also like|You might also like(?=$|[\[(A-Z])", re.MULTILINE)
 _GENIUS_TICKETS = re.compile(r"See [^\n]{1,80}? LiveGet tickets as low as \$\d+(?:\.\d+)?")
@@ -213,7 +218,9 @@ def clean_lyrics(text: str | None) -> list[str]:
         text = bytes(text).decode("utf-8", errors="replace")
     if not isinstance(text, str):
         return []
-    raw = _normalise_text(text).split("\n")
+    # The model reads 50 lines; a megabyte of "lyrics" (a mis-tagged text dump) is cut
+    # first so that cleaning stays a few milliseconds.
+    raw = _normalise_text(text[:MAX_LYRICS_CHARS]).split("\n")
     # Genius header: only on the first non-blank line of the page.
     for i, line in enumerate(raw):
         if line.strip():
@@ -222,10 +229,18 @@ def clean_lyrics(text: str | None) -> list[str]:
     # Genius embed counter: only on the last non-blank line.
     for i in range(len(raw) - 1, -1, -1):
         if raw[i].strip():
-            raw[i] = _GENIUS_EMBED.sub("", raw[i].rstrip())
+            line = raw[i].rstrip()
+            # Only a line that ends like the counter is searched at all.
+            if line.endswith(("Embed", "EmbedCopy")):
+                raw[i] = _GENIUS_EMBED.sub("", line)
             break
     cleaned = (_clean_line(line) for line in _strip_inline_junk("\n".join(raw)).split("\n"))
     return [line for line in cleaned if line]
+
+
+def has_words(text: str | None) -> bool:
+    """Whether ``text`` holds any lyrics line after cleaning (not only labels or punctuation)."""
+    return bool(clean_lyrics(text))
 
 
 # --------------------------------------------------------------------------- #
@@ -414,6 +429,7 @@ __all__ = [
     "PAD_ID",
     "UNK_ID",
     "clean_lyrics",
+    "has_words",
     "tokenize_line",
     "tokenize_lyrics",
     "Vocabulary",

@@ -9,6 +9,7 @@ another copy to override the default location (the repository's sibling
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -105,6 +106,22 @@ def read_pcm16(path: Path, *, start: float, seconds: float) -> tuple[np.ndarray,
         return fh.read(int(seconds * sr), dtype="int16", always_2d=True), sr
 
 
+class _PipeWriter(io.RawIOBase):
+    """A write-only, non-seekable file object: what FFmpeg sees when writing to a pipe."""
+
+    def __init__(self, raw: io.BufferedWriter) -> None:
+        self._raw = raw
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data) -> int:  # type: ignore[override]
+        return self._raw.write(data)
+
+
 def encode_with_av(
     path: Path,
     pcm: np.ndarray,
@@ -113,14 +130,24 @@ def encode_with_av(
     codec: str,
     container: str,
     bit_rate: int | None = None,
+    seekable: bool = True,
 ) -> Path:
-    """Write ``pcm`` [shape=(frames, channels)], float32 or int16, with FFmpeg."""
+    """Write ``pcm`` [shape=(frames, channels)], float32 or int16, with FFmpeg.
+
+    ``seekable=False`` writes as to a pipe: the muxer cannot go back to fill in the
+    header, so e.g. a FLAC file has no total length (as ``flac - > x.flac`` makes).
+    """
+    if not seekable:
+        with open(path, "wb") as raw:
+            encode_with_av(_PipeWriter(raw), pcm, sample_rate, codec=codec, container=container,  # type: ignore[arg-type]
+                           bit_rate=bit_rate)
+        return path
     if pcm.dtype == np.int16:
         fmt = "s16p"
     else:
         fmt, pcm = "fltp", pcm.astype(np.float32)
     layout = {1: "mono", 2: "stereo"}[pcm.shape[1]]
-    with av.open(str(path), "w", format=container) as out:
+    with av.open(path if isinstance(path, _PipeWriter) else str(path), "w", format=container) as out:
         stream = out.add_stream(codec, rate=sample_rate, layout=layout)
         if bit_rate:
             stream.bit_rate = bit_rate
