@@ -5,7 +5,7 @@ from setuptools import find_namespace_packages, find_packages, setup
 # beetsplug is a namespace package shared with beets itself: it must not get an
 # __init__.py, so it is found with find_namespace_packages.
 PACKAGES = find_packages(include=["mmgenre_core", "mmgenre_core.*"]) + find_namespace_packages(
-    include=["beetsplug"]
+    include=["beetsplug", "beetsplug.*"]
 )
 
 setup(

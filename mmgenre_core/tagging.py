@@ -209,8 +209,9 @@ def decide(current: Sequence[str], previously_added: Sequence[str], ranked: Sequ
     * No ``force`` nor ``keep_existing`` and user genres present: skipped, untouched.
     * ``keep_existing``: the user's genres first, then the new ones not already there.
     * ``force``: the new genres replace the old ones.
-    * Nothing confident enough (or allowed): the user's genres stay, mmgenre's own
-      earlier guesses go; reported as skipped.
+    * Nothing confident enough (or allowed): skipped, untouched. A run that reports a
+      track as skipped leaves it exactly as it was (genres, its earlier mmgenre guess
+      and the ``mmgenre_*`` fields that describe it stay in step).
     """
     current = list(current or [])
     top = tuple(ranked[0]) if ranked else None
@@ -220,7 +221,7 @@ def decide(current: Sequence[str], previously_added: Sequence[str], ranked: Sequ
     chosen = [g for g, _ in select_genres(ranked, options)]
     if not chosen:
         reason = SKIP_LOW_CONFIDENCE if ranked else SKIP_NOT_ALLOWED
-        return Decision(SKIPPED, mine, [], reason, touch=True, top=top)
+        return Decision(SKIPPED, current, list(previously_added or ()), reason, touch=False, top=top)
     base = mine if options.keep_existing else []
     base_keys = {genre_key(g) for g in base}
     new = unique_genres([*base, *chosen])

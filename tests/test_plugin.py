@@ -183,8 +183,10 @@ class TestCommand(PluginTest):
         assert item.genres == genres
         assert read_genres(item.path) == genres
         assert status in out
-        # The best allowed guess is always recorded, so unsure ones can be found.
-        assert item["mmgenre_confidence"] > 0
+        if genres:
+            assert item["mmgenre_confidence"] > 0
+        else:  # skipped means untouched: no mmgenre field appears either
+            assert not [key for key in item.keys(with_album=False) if key.startswith("mmgenre_")]
 
     def test_whitelist_from_a_file(self, tmp_path):
         path = tmp_path / "genres.txt"
@@ -247,10 +249,17 @@ class TestCommand(PluginTest):
             self.run_command("mmgenre")
 
     def test_token_is_redacted_in_beet_config(self):
+        from beetsplug.mmgenre import MMGenrePlugin
+
         self.config["mmgenre"]["genius_token"] = "secret-token-123"
+        MMGenrePlugin()  # as beets does: the user's config is read before the plugin starts
         out = self.run_with_output("config")
         assert "secret-token-123" not in out
         assert "genius_token: REDACTED" in out
+
+    def test_no_token_is_not_shown_as_redacted(self):
+        out = self.run_with_output("config")
+        assert "genius_token: REDACTED" not in out and "genius_token:" in out
 
 
 class TestShippedModel(PluginTest):
@@ -446,8 +455,9 @@ class TestAlbumMode(PluginTest):
 
         album.load()
         assert album.genres == ["Rock"]
-        assert album["mmgenre_genre"] == "Rock" and album["mmgenre_confidence"] == pytest.approx(0.4, abs=1e-4)
-        assert album["mmgenre_model"] == "tiny@1"
+        assert album["mmgenre_album_genre"] == "Rock"
+        assert album["mmgenre_album_confidence"] == pytest.approx(0.4, abs=1e-4)
+        assert album["mmgenre_album_model"] == "tiny@1"
         first, second, jazz = (self.lib.get_item(i.id) for i in items)
         assert first.genres == ["Rock"] and second.genres == ["Rock"]
         assert jazz.genres == ["Jazz"]  # the user's genre survives the album's
@@ -469,7 +479,7 @@ class TestAlbumMode(PluginTest):
 
         album.load()
         assert album.genres == ["Rock"]  # mean: Rock 0.63 > Pop 0.37, though two tracks of three say Pop
-        assert album["mmgenre_confidence"] == pytest.approx(1.9 / 3, abs=1e-3)
+        assert album["mmgenre_album_confidence"] == pytest.approx(1.9 / 3, abs=1e-3)
         assert [self.lib.get_item(i.id).genres for i in items] == [["Pop"], ["Pop"], ["Rock"]]
         assert len(fake.calls) == 1 and len(fake.calls[0]["paths"]) == 3  # one batched call
 
@@ -479,7 +489,7 @@ class TestAlbumMode(PluginTest):
         album.store(inherit=False)
         self.run_command("mmgenre", "-a")
         album.load()
-        assert album.genres == ["Soundtrack"] and "mmgenre_model" not in album
+        assert album.genres == ["Soundtrack"] and "mmgenre_album_model" not in album
         assert [self.lib.get_item(i.id).genres for i in items] == [["Rock"]] * 3
 
     def test_album_with_only_broken_tracks_fails_alone(self):

@@ -55,7 +55,7 @@ class TestAsIsImport(ImportTestBase):
         assert formats == {".mp3", ".flac", ".ogg"}
         assert all(read_genres(s) == [] for s in sources)  # copy mode: the originals are untouched
         album = self.lib.albums().get()
-        assert album.genres == ["Rock"] and album["mmgenre_model"] == "tiny@1"
+        assert album.genres == ["Rock"] and album["mmgenre_album_model"] == "tiny@1"
 
     def test_a_task_is_classified_in_one_batch(self, monkeypatch):
         self.prepare_album()

@@ -21,6 +21,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -74,13 +75,33 @@ class Confidence(types.Float):
 CONFIDENCE = Confidence()
 GENRE_LIST = types.MULTI_VALUE_DSV
 
-FIELD_TYPES: dict[str, types.Type] = {
+#: Set on a track whose row holds new genres that are not yet in its file: written
+#: (or retried) by the next run. A kill between the two writes leaves it behind.
+PENDING = "mmgenre_unwritten"
+
+ITEM_FIELD_TYPES: dict[str, types.Type] = {
     "mmgenre_genre": types.STRING,
     "mmgenre_confidence": CONFIDENCE,
     "mmgenre_lyrics": types.BOOLEAN,
     "mmgenre_model": types.STRING,
     "mmgenre_genres": GENRE_LIST,
+    PENDING: types.BOOLEAN,
 }
+# Albums use their own names: beets lets an item query see its album's flexible
+# fields, so an album's "mmgenre_genre" would show on a track mmgenre could not
+# classify (``beet ls mmgenre_genre:Rock`` matched it).
+ALBUM_FIELD_TYPES: dict[str, types.Type] = {
+    "mmgenre_album_genre": types.STRING,
+    "mmgenre_album_confidence": CONFIDENCE,
+    "mmgenre_album_lyrics": types.BOOLEAN,
+    "mmgenre_album_model": types.STRING,
+    "mmgenre_album_genres": GENRE_LIST,
+}
+#: Album fields of mmgenre before 0.4 (same names as the items'), moved on the next album run.
+LEGACY_ALBUM_FIELDS = ("mmgenre_genre", "mmgenre_confidence", "mmgenre_lyrics", "mmgenre_model", "mmgenre_genres")
+#: Everything an item run may change, for putting a row back when its file cannot be written.
+ITEM_TRACKED_FIELDS = ("genres", "lyrics", *ITEM_FIELD_TYPES)
+SKIP_WRITE_FAILED = "file not written"
 
 
 # --------------------------------------------------------------------------- #
@@ -143,6 +164,17 @@ class Progress:
             self.bar = None
 
 
+def _looks_like_path(value: str) -> bool:
+    """A ``whitelist`` string that names a file, not a comma-separated list of genres.
+
+    "Old-Time / Historic, Rock" is a list; "~/genres.txt", "/etc/x", "./w" and
+    "genres.txt" are paths (an existing file always is).
+    """
+    value = value.strip()
+    return (os.path.isfile(os.path.expanduser(value)) or value.startswith(("/", "~", "./", "../"))
+            or value.lower().endswith((".txt", ".list", ".conf")))
+
+
 def _is_terminal(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
@@ -188,6 +220,23 @@ class Summary:
         return f"{n} {self.kind}{'' if n == 1 else 's'}: " + ", ".join(parts)
 
 
+@dataclass(frozen=True)
+class RunMode:
+    """How one run treats the library and the files.
+
+    write: write changed genres to the files; pretend: change nothing, show what
+    would change; show: print each change; stage: inside ``beet import`` (log at
+    info, no progress bar); mark_unwritten: an as-is import, whose files beets will
+    not write: rows are marked for ``write_imported``.
+    """
+
+    write: bool = False
+    pretend: bool = False
+    show: bool = False
+    stage: bool = False
+    mark_unwritten: bool = False
+
+
 class _Classified:
     """One classified track: the model's answer and where its lyrics came from."""
 
@@ -211,8 +260,8 @@ class _Classified:
 
 
 class MMGenrePlugin(BeetsPlugin):
-    item_types: ClassVar[dict[str, types.Type]] = dict(FIELD_TYPES)
-    album_types: ClassVar[dict[str, types.Type]] = dict(FIELD_TYPES)
+    item_types: ClassVar[dict[str, types.Type]] = dict(ITEM_FIELD_TYPES)
+    album_types: ClassVar[dict[str, types.Type]] = dict(ALBUM_FIELD_TYPES)
 
     def __init__(self) -> None:
         super().__init__("mmgenre")
@@ -239,10 +288,11 @@ class MMGenrePlugin(BeetsPlugin):
                 "album": False,
             }
         )
-        self.config["genius_token"].redact = True
-        # Items tagged during an import whose files beets will not write itself (as-is imports).
-        self._unwritten: set[int] = set()
+        # Only a real token is hidden: "REDACTED" for an unset one misleads (beet config).
+        if self.config["genius_token"].get():
+            self.config["genius_token"].redact = True
         self._import_error: str | None = None
+        self.write_failures = 0
         if self.config["auto"].get(bool):
             self.import_stages = [self.imported]
             self.register_listener("import_task_files", self.write_imported)
@@ -252,9 +302,14 @@ class MMGenrePlugin(BeetsPlugin):
         """The genre rules from the configuration (raises ui.UserError when invalid)."""
         try:
             whitelist = self.config["whitelist"].get()
-            if isinstance(whitelist, str) and os.path.isfile(os.path.expanduser(whitelist)):
-                with open(os.path.expanduser(whitelist), encoding="utf-8") as fh:
+            if isinstance(whitelist, str) and _looks_like_path(whitelist):
+                whitelist_path = os.path.expanduser(whitelist)
+                if not os.path.isfile(whitelist_path):
+                    raise ValueError(f"whitelist file {whitelist} does not exist (or is not a file)")
+                with open(whitelist_path, encoding="utf-8") as fh:
                     whitelist = [ln.strip() for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
+                if not whitelist:
+                    raise ValueError(f"whitelist file {whitelist_path} names no genre")
             genre_map = self.config["genre_map"].get() or {}
             if not isinstance(genre_map, dict):
                 raise ValueError("genre_map must be a mapping of model genre -> your genre name")
@@ -266,7 +321,7 @@ class MMGenrePlugin(BeetsPlugin):
                 force=self.config["force"].get(bool),
                 keep_existing=self.config["keep_existing"].get(bool),
             )
-        except (ValueError, TypeError, OSError, confuse.ConfigError) as exc:
+        except (ValueError, TypeError, OSError, UnicodeDecodeError, confuse.ConfigError) as exc:
             raise ui.UserError(f"mmgenre: invalid configuration: {exc}") from exc
 
     @cached_property
@@ -317,8 +372,12 @@ class MMGenrePlugin(BeetsPlugin):
         cmd.parser.usage = "%prog [options] [QUERY]"
         cmd.parser.add_option("-f", "--force", dest="force", action="store_true", default=None,
                               help="replace genres the tracks already have")
+        cmd.parser.add_option("--no-force", dest="force", action="store_false",
+                              help="keep genres the tracks already have (undoes force: yes)")
         cmd.parser.add_option("-k", "--keep-existing", dest="keep_existing", action="store_true", default=None,
                               help="add the new genres to the existing ones")
+        cmd.parser.add_option("--no-keep-existing", dest="keep_existing", action="store_false",
+                              help="replace, do not add to, existing genres (undoes keep_existing: yes)")
         cmd.parser.add_option("-p", "--pretend", dest="pretend", action="store_true", default=None,
                               help="show what would change, change nothing")
         cmd.parser.add_option("-a", "--album", dest="album", action="store_true", default=None,
@@ -333,23 +392,89 @@ class MMGenrePlugin(BeetsPlugin):
         options = self.tagging_options()
         pretend = self.config["pretend"].get(bool)
         write = ui.should_write() and not pretend
+        self.write_failures = 0
+        if write:
+            self.finish_pending_writes(lib)
         started = time.perf_counter()
+        mode = RunMode(write=write, pretend=pretend, show=True)
         if self.config["album"].get(bool):
             albums = list(lib.albums(args))
             album_summary, track_summary = Summary("album"), Summary("track")
-            self.tag_albums(lib, albums, options, write=write, pretend=pretend, show=True,
-                            album_summary=album_summary, track_summary=track_summary)
+            self.tag_albums(lib, albums, options, mode, album_summary=album_summary, track_summary=track_summary)
             summaries = [album_summary, track_summary]
         else:
             items = list(lib.items(args))
             track_summary = Summary("track")
-            self.tag_items(lib, items, options, write=write, pretend=pretend, show=True, summary=track_summary)
+            self.tag_items(lib, items, options, mode, summary=track_summary)
             summaries = [track_summary]
         elapsed = time.perf_counter() - started
         n_classified = track_summary.classified
         rate = f" in {elapsed:.1f} s ({n_classified / max(elapsed, 1e-9):.1f} tracks/s)" if n_classified else ""
         prefix = "mmgenre (pretend)" if pretend else "mmgenre"
         ui.print_(f"{prefix}: " + "; ".join(s.describe(pretend=pretend) for s in summaries) + rate)
+        if self.write_failures:
+            raise ui.UserError(f"mmgenre: {self.write_failures} file(s) could not be written; "
+                               "their library rows were left as they were (see the warnings above)")
+
+    # ------------------------------------------------------------- file writes
+    def finish_pending_writes(self, lib: Library) -> None:
+        """Write the files of rows a killed run stored but did not get to write."""
+        pending = [it for it in lib.items(f"{PENDING}:true") if it.get(PENDING, False, with_album=False)]
+        if not pending:
+            return
+        self._log.info("writing the genres of {} track(s) an interrupted run left unwritten", len(pending))
+        for item in pending:
+            if self._write_file(item):
+                del item[PENDING]
+                item.store()
+            else:
+                self.write_failures += 1
+
+    def _write_file(self, item: Item) -> bool:
+        """Write ``item``'s genres (and Genius lyrics it stores) to its file; False on failure.
+
+        Only those tags change (see filewrite); on failure the file is left as it was.
+        """
+        from .filewrite import FileWriteError, write_genres
+
+        lyrics = item.get("lyrics", with_album=False) if self.config["store_lyrics"].get(bool) else None
+        try:
+            # MP3s get the ID3 version beets writes (id3v23): 2.4 by default, whose
+            # multi-valued TCON keeps several genres apart.
+            write_genres(item.path, list(item.get("genres", with_album=False) or []), lyrics=lyrics or None,
+                         id3v23=config["id3v23"].get(bool))
+        except FileWriteError as exc:
+            self._log.warning("cannot write the genres of {} to {}: {}", item,
+                              _shown_path(item.path), exc)
+            return False
+        item.mtime = item.current_mtime()  # so `beet update` does not take our write for an outside change
+        return True
+
+    def _store_and_write(self, item: Item, before: dict[str, Any]) -> bool:
+        """Store ``item``'s new row, write its file, and keep the two in step.
+
+        The row goes first, marked ``mmgenre_unwritten``, then the file, then the mark
+        is cleared. Why this order: the row is the cheap, transactional side; if the
+        process dies after it, the mark tells the next run to write the file, so a
+        kill at any point leaves either both sides old, or a row that the next run
+        finishes. If the file cannot be written, the row is put back as it was and
+        the track counts as failed: library and file never disagree.
+        """
+        item[PENDING] = True
+        item.store()
+        try:
+            written = self._write_file(item)
+        except BaseException:  # Ctrl-C during the write: the file was restored; put the row back
+            _restore_fields(item, before)
+            item.store()
+            raise
+        if written:
+            del item[PENDING]
+        else:
+            _restore_fields(item, before)
+            self.write_failures += 1
+        item.store()
+        return written
 
     # ------------------------------------------------------------- classifying
     @staticmethod
@@ -445,27 +570,35 @@ class MMGenrePlugin(BeetsPlugin):
             ours = obj.get("mmgenre_genres", None, with_album=False) or []
         else:
             current = obj.get("genres") or []
-            ours = obj.get("mmgenre_genres") or []
+            ours = obj.get("mmgenre_album_genres") or obj.get("mmgenre_genres") or []  # or a legacy name
         if isinstance(ours, str):
             ours = GENRE_LIST.parse(ours)
         return list(current), list(ours)
 
-    def _set_fields(self, obj: LibModel, decision: tagging.Decision, lyrics_used: bool, model_id: str) -> None:
+    @staticmethod
+    def _set_fields(obj: LibModel, decision: tagging.Decision, lyrics_used: bool, model_id: str) -> None:
+        from beets.library import Album
+
+        prefix = "mmgenre_album_" if isinstance(obj, Album) else "mmgenre_"
+        if isinstance(obj, Album):
+            for key in LEGACY_ALBUM_FIELDS:  # names of mmgenre < 0.4 that leaked into item queries
+                if key in obj:
+                    del obj[key]
         obj["genres"] = decision.genres
-        obj["mmgenre_genres"] = decision.added
         genre, confidence = decision.top if decision.top else ("", 0.0)
-        obj["mmgenre_genre"] = genre
-        obj["mmgenre_confidence"] = round(float(confidence), 4)
-        obj["mmgenre_lyrics"] = bool(lyrics_used)
-        obj["mmgenre_model"] = model_id
+        obj[prefix + "genres"] = decision.added
+        obj[prefix + "genre"] = genre
+        obj[prefix + "confidence"] = round(float(confidence), 4)
+        obj[prefix + "lyrics"] = bool(lyrics_used)
+        obj[prefix + "model"] = model_id
 
     def _show(self, obj: LibModel, progress: Progress | None) -> None:
         with progress.paused() if progress is not None else contextlib.nullcontext():
             ui.show_model_changes(obj, fields=list(SHOWN_FIELDS))
 
-    def _apply_item(self, done: _Classified, options: tagging.TaggingOptions, *, write: bool, pretend: bool,
-                    show: bool, progress: Progress | None, summary: Summary, model_id: str,
-                    store: _StoreBuffer, stage: bool = False) -> tagging.Decision | None:
+    def _apply_item(self, done: _Classified, options: tagging.TaggingOptions, mode: RunMode, *,
+                    progress: Progress | None, summary: Summary, model_id: str,
+                    store: _StoreBuffer) -> tagging.Decision | None:
         """Decide and set one classified item's genres; returns the decision (None: failed)."""
         item = done.item
         summary.classified += 1
@@ -477,32 +610,39 @@ class MMGenrePlugin(BeetsPlugin):
         current, ours = self._previous(item)
         ranked = tagging.rank_genres(done.prediction.probabilities, options)
         decision = tagging.decide(current, ours, ranked, options)
-        summary.add(decision.status, decision.reason)
         top = f"{decision.top[0]} ({decision.top[1]:.2f})" if decision.top else "-"
-        log = self._log.info if stage else self._log.debug
+        log = self._log.info if mode.stage else self._log.debug
         log("{}: {} -> {} [best: {}, lyrics: {}]", item, current, decision.genres, top,
             done.lyrics_source or "none")
         if not decision.touch:
+            summary.add(decision.status, decision.reason)
             return decision
+        before = _snapshot_fields(item)
         self._set_fields(item, decision, bool(done.lyrics_source), model_id)
         if (done.lyrics_source == LYRICS_GENIUS and done.lyrics_text and self.config["store_lyrics"].get(bool)
                 and not item.get("lyrics", with_album=False)):
             item["lyrics"] = done.lyrics_text
-        if show:
+        if mode.show:
             self._show(item, progress)
-        if pretend:
+        if mode.pretend:
+            summary.add(decision.status, decision.reason)
             return decision
         changed_on_disk = decision.genres != current or "lyrics" in item._dirty
-        if write and changed_on_disk:
-            item.try_write()
-        if stage and changed_on_disk:
-            self._unwritten.add(item.id)
-        if item._dirty:
-            store.add(item)
+        if mode.write and changed_on_disk:
+            store.flush()  # keep the row order: earlier rows before this one
+            if not self._store_and_write(item, before):
+                summary.add("failed", SKIP_WRITE_FAILED)
+                return None
+        else:
+            if mode.mark_unwritten and changed_on_disk:
+                item[PENDING] = True
+            if item._dirty:
+                store.add(item)
+        summary.add(decision.status, decision.reason)
         return decision
 
-    def tag_items(self, lib: Library, items: Sequence[Item], options: tagging.TaggingOptions, *, write: bool,
-                  pretend: bool, show: bool, summary: Summary, stage: bool = False) -> None:
+    def tag_items(self, lib: Library, items: Sequence[Item], options: tagging.TaggingOptions, mode: RunMode, *,
+                  summary: Summary) -> None:
         """Classify and tag tracks (the command without ``-a``, and imports of singletons)."""
         todo = []
         for item in items:
@@ -515,12 +655,12 @@ class MMGenrePlugin(BeetsPlugin):
         if not todo:
             return
         model_id = self.classifier.model_id
-        progress = Progress(len(todo), self._log, enabled=not stage)
+        progress = Progress(len(todo), self._log, enabled=not mode.stage)
         store = _StoreBuffer(lib, self.config["batch_size"].get(int))
         try:
             for done in self.classify(todo, progress):
-                self._apply_item(done, options, write=write, pretend=pretend, show=show, progress=progress,
-                                 summary=summary, model_id=model_id, store=store, stage=stage)
+                self._apply_item(done, options, mode, progress=progress, summary=summary, model_id=model_id,
+                                 store=store)
         finally:
             store.flush()
             progress.close()
@@ -534,9 +674,9 @@ class MMGenrePlugin(BeetsPlugin):
             return SKIP_NO_FILE
         return None
 
-    def tag_albums(self, lib: Library, albums: Sequence[Album], options: tagging.TaggingOptions, *, write: bool,
-                   pretend: bool, show: bool, album_summary: Summary, track_summary: Summary,
-                   stage: bool = False, album_items: Sequence[Sequence[Item]] | None = None) -> None:
+    def tag_albums(self, lib: Library, albums: Sequence[Album], options: tagging.TaggingOptions, mode: RunMode, *,
+                   album_summary: Summary, track_summary: Summary,
+                   album_items: Sequence[Sequence[Item]] | None = None) -> None:
         """Tag albums from their tracks' combined probabilities, and the tracks themselves.
 
         The album is stored without inheritance, so its genres never overwrite
@@ -562,24 +702,24 @@ class MMGenrePlugin(BeetsPlugin):
             return
         model_id = self.classifier.model_id
         flat = [it for _, its in groups for it in its]
-        progress = Progress(len(flat), self._log, enabled=not stage)
+        progress = Progress(len(flat), self._log, enabled=not mode.stage)
         results = self.classify(flat, progress)
         store = _StoreBuffer(lib, self.config["batch_size"].get(int))
         try:
             for album, items in groups:
                 done_items = [next(results) for _ in items]
                 for done in done_items:
-                    self._apply_item(done, options, write=write, pretend=pretend, show=show, progress=progress,
-                                     summary=track_summary, model_id=model_id, store=store, stage=stage)
-                self._apply_album(album, done_items, options, pretend=pretend, show=show, progress=progress,
-                                  summary=album_summary, model_id=model_id, store=store, stage=stage)
+                    self._apply_item(done, options, mode, progress=progress, summary=track_summary,
+                                     model_id=model_id, store=store)
+                self._apply_album(album, done_items, options, mode, progress=progress, summary=album_summary,
+                                  model_id=model_id, store=store)
         finally:
             store.flush()
             progress.close()
 
-    def _apply_album(self, album: Album, done_items: Sequence[_Classified], options: tagging.TaggingOptions, *,
-                     pretend: bool, show: bool, progress: Progress | None, summary: Summary, model_id: str,
-                     store: _StoreBuffer, stage: bool = False) -> None:
+    def _apply_album(self, album: Album, done_items: Sequence[_Classified], options: tagging.TaggingOptions,
+                     mode: RunMode, *, progress: Progress | None, summary: Summary, model_id: str,
+                     store: _StoreBuffer) -> None:
         ok = [d for d in done_items if d.ok]
         if not ok:
             self._log.warning("cannot classify album {}: none of its tracks could be decoded", album)
@@ -590,14 +730,14 @@ class MMGenrePlugin(BeetsPlugin):
         current, ours = self._previous(album)
         decision = tagging.decide(current, ours, tagging.rank_genres(probs, options), options)
         summary.add(decision.status, decision.reason)
-        log = self._log.info if stage else self._log.debug
+        log = self._log.info if mode.stage else self._log.debug
         log("album {}: {} -> {}", album, current, decision.genres)
         if not decision.touch:
             return
         self._set_fields(album, decision, any(d.lyrics_source for d in ok), model_id)
-        if show:
+        if mode.show:
             self._show(album, progress)
-        if not pretend and album._dirty:
+        if not mode.pretend and album._dirty:
             store.add(album)  # stored with inherit=False
 
     # ------------------------------------------------------------------ import
@@ -616,36 +756,64 @@ class MMGenrePlugin(BeetsPlugin):
             self._log.error("{}; imports go on without genre tagging", exc)
             return
         summary = Summary("track")
+        from beets.importer import Action
+
+        # As-is imports (and imports with import.write off) are not written by beets: for
+        # those, write_imported writes mmgenre's genres, and the mark survives a crash.
+        beets_writes = bool(task.apply or task.choice_flag == Action.RETAG)
+        mode = RunMode(stage=True, mark_unwritten=config["import"]["write"].get(bool) and not beets_writes)
         try:
             album = getattr(task, "album", None) if task.is_album else None
             if album is not None:
-                self.tag_albums(session.lib, [album], options, write=False, pretend=False, show=False,
-                                album_summary=Summary("album"), track_summary=summary, stage=True,
-                                album_items=[items])
+                self.tag_albums(session.lib, [album], options, mode, album_summary=Summary("album"),
+                                track_summary=summary, album_items=[items])
             else:
-                self.tag_items(session.lib, items, options, write=False, pretend=False, show=False,
-                               summary=summary, stage=True)
+                self.tag_items(session.lib, items, options, mode, summary=summary)
         except Exception as exc:  # one bad task must not abort the import
             self._log.warning("could not tag genres of {}: {}", task.paths and
-                              os.fsdecode(task.paths[0]) or task, exc)
+                              _shown_path(task.paths[0]) or task, exc)
             self._log.debug("mmgenre import stage error", exc_info=True)
             return
         self._log.debug("import: {}", summary.describe())
 
     def write_imported(self, session: ImportSession, task: ImportTask) -> None:
-        """Write the tagged files of as-is imports, which beets does not write itself."""
-        from beets.importer import Action
+        """Write the genres of an as-is import's tracks, which beets does not write itself.
 
-        items = task.imported_items()
-        pending = [it for it in items if it.id in self._unwritten]
-        self._unwritten.difference_update(it.id for it in items)
-        if not pending or not config["import"]["write"].get(bool):
-            return
-        if task.apply or task.choice_flag == Action.RETAG:
-            return  # beets has just written these files with our genres
-        for item in pending:
-            if item.try_write():
+        Only the genre tag is written (see filewrite). A file that cannot be written
+        keeps its mark and is retried by the next ``beet mmgenre`` run.
+        """
+        for item in task.imported_items():
+            if not item.get(PENDING, False, with_album=False):
+                continue
+            if self._write_file(item):
+                del item[PENDING]
                 item.store()
+            else:
+                self._log.warning("{}: the genres stay marked as unwritten; the next `beet mmgenre` run "
+                                  "tries again", item)
+
+
+_MISSING = object()
+
+
+def _snapshot_fields(item: Item) -> dict[str, Any]:
+    """The item's own values of every field a run may change (``_MISSING``: not set)."""
+    return {key: item.get(key, _MISSING, with_album=False) for key in ITEM_TRACKED_FIELDS}
+
+
+def _restore_fields(item: Item, before: dict[str, Any]) -> None:
+    for key, value in before.items():
+        if value is _MISSING:
+            if key in item:
+                del item[key]
+        else:
+            item[key] = value
+
+
+def _shown_path(path: bytes | str) -> str:
+    """A path as printable text (bytes that are not UTF-8 shown as \\xNN)."""
+    raw = path if isinstance(path, bytes) else os.fsencode(path)
+    return raw.decode("utf-8", "backslashreplace")
 
 
 class _StoreBuffer:

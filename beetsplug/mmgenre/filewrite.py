@@ -1,0 +1,114 @@
+"""Writing mmgenre's genres into a track's file: the genre tag only, all or nothing.
+
+beets' ``item.try_write()`` writes every field the library holds, so a tag the library
+does not know (lyrics embedded by another tool after import) is overwritten with the
+library's empty value. mmgenre changes only the genre, so it writes only the genre:
+:func:`write_genres` opens the file with mediafile, sets ``genres`` and saves. Every
+other tag stays as it was, and an MP3 keeps its ID3 version (2.3 stays 2.3).
+
+A failed write must not leave a damaged file (mutagen can fail half-way: a streaming
+WAV with 0xFFFFFFFF sizes got 8 stray bytes appended). So the file is copied aside
+first and, if the write fails for any reason (Ctrl-C included), copied back into the
+same inode with its old times: the file is byte-identical to before.
+
+beets' ``write`` event is not sent: its listeners (``scrub``, ``zero``) expect the full
+set of tags beets is about to write, and would act on a genre-only write as if the
+other tags were being removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+
+
+class FileWriteError(Exception):
+    """The file could not be written; it was left (or put back) exactly as it was."""
+
+
+def _id3v23_of(path: str) -> bool | None:
+    """True for an MP3 whose ID3 tag is version 2.3 (kept so), None otherwise."""
+    try:
+        from mutagen.id3 import ID3
+
+        return ID3(path).version[:2] == (2, 3)
+    except Exception:  # no ID3 tag, not an MP3: mediafile's default
+        return None
+
+
+def _restore(path: str, backup: str, times: tuple[int, int]) -> None:
+    """Copy ``backup``'s bytes back into ``path`` (same inode, owner and mode) and its times."""
+    with open(backup, "rb") as src, open(path, "r+b") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.truncate()
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.utime(path, ns=times)
+
+
+def write_genres(path: str | bytes, genres: Sequence[str], *, lyrics: str | None = None,
+                 id3v23: bool | None = None) -> None:
+    """Set the genre tag of the audio file at ``path`` to ``genres`` (and, when given,
+    its lyrics: ``store_lyrics``), changing nothing else.
+
+    ``id3v23``: the ID3 version for MP3s (default: the file's own). Raises
+    :class:`FileWriteError` with a one-line reason; the file is then unchanged.
+    """
+    from mediafile import MediaFile
+
+    path = os.fsdecode(path)
+    if not os.path.isfile(path):
+        raise FileWriteError("the file is gone" if not os.path.lexists(path) else "not a regular file")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise FileWriteError("the file is read-only")
+    try:
+        stat = os.stat(path)
+        fd, backup = tempfile.mkstemp(prefix="mmgenre-", suffix=".bak")
+    except OSError as exc:
+        raise FileWriteError(f"cannot make a safety copy ({exc.strerror or exc})") from exc
+    keep_backup = False
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        version = _id3v23_of(path) if id3v23 is None else id3v23
+        try:
+            media = MediaFile(path, id3v23=bool(version))
+            media.genres = list(genres)
+            if lyrics is not None:
+                media.lyrics = lyrics
+            media.save()
+        except BaseException as exc:
+            try:
+                _restore(path, backup, (stat.st_atime_ns, stat.st_mtime_ns))
+            except OSError as restore_exc:  # pragma: no cover - the disk failed under us
+                keep_backup = True
+                raise FileWriteError(f"write failed ({_reason(exc)}) and restoring the file failed "
+                                     f"({restore_exc}); its old content is kept at {backup}") from exc
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise FileWriteError(_reason(exc)) from exc
+    finally:
+        if not keep_backup:
+            os.unlink(backup)
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:300]
+
+
+def read_genres(path: str | bytes) -> list[str] | None:
+    """The genres in the file's tags (None when it cannot be read)."""
+    from mediafile import MediaFile
+
+    try:
+        return list(MediaFile(os.fsdecode(path)).genres or [])
+    except Exception:
+        return None
+
+
+__all__ = ["FileWriteError", "read_genres", "write_genres"]
