@@ -30,6 +30,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,94 @@ class LyricsCache:
 
 
 # --------------------------------------------------------------------------- #
+# HTTP with a deadline and a size cap
+# --------------------------------------------------------------------------- #
+
+#: The most bytes one Genius answer may have (a lyrics page is ~0.3-0.6 MB).
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+class BodyTooLargeError(IOError):
+    """The server sent more than :data:`MAX_BODY_BYTES`."""
+
+
+class DeadlineError(IOError):
+    """A lookup took longer than its deadline (a slow or trickling server)."""
+
+
+class CancelledError(IOError):
+    """The lookup was cancelled (Ctrl-C, or the run is ending)."""
+
+
+def _bounded_session_class():
+    import requests
+
+    class BoundedSession(requests.Session):
+        """A requests session whose answers are read in chunks against a deadline and a size cap.
+
+        requests' own ``timeout`` bounds each socket read, not the request: a server
+        that sends a byte every few seconds never trips it, and a huge page is read
+        whole into memory (and then parsed). Here every read waits at most until the
+        deadline, and the body stops at ``max_bytes``.
+        """
+
+        def __init__(self, *, max_bytes: int = MAX_BODY_BYTES) -> None:
+            super().__init__()
+            self.max_bytes = max_bytes
+            self.deadline: float | None = None  # time.monotonic() value, set per lookup
+            self.cancelled = threading.Event()
+
+        def _remaining(self) -> float:
+            if self.cancelled.is_set():
+                raise CancelledError("cancelled")
+            if self.deadline is None:
+                return 3600.0
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineError("deadline passed")
+            return left
+
+        def request(self, method, url, **kwargs):  # type: ignore[override]
+            left = self._remaining()
+            timeout = kwargs.get("timeout")
+            per_read = min(float(timeout), left) if isinstance(timeout, (int, float)) else left
+            kwargs["timeout"] = (per_read, per_read)
+            kwargs["stream"] = True
+            response = super().request(method, url, **kwargs)
+            try:
+                chunks, size = [], 0
+                raw = response.raw
+                # read1: whatever one socket read brings (read(n) would wait for all n bytes,
+                # which a trickling server makes take minutes between deadline checks).
+                read = getattr(raw, "read1", None) or raw.read
+                while True:
+                    chunk = read(64 * 1024, decode_content=True)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise BodyTooLargeError(f"answer larger than {self.max_bytes // (1024 * 1024)} MB")
+                    chunks.append(chunk)
+                    _limit_next_read(response, self._remaining())
+                response._content = b"".join(chunks)
+            finally:
+                response.close()
+            return response
+
+    return BoundedSession
+
+
+def _limit_next_read(response: Any, seconds: float) -> None:
+    """Make the response's next socket read wait at most ``seconds`` (best effort:
+    reaches through urllib3 and http.client; without it a read waits the request's timeout)."""
+    try:
+        sock = response.raw._fp.fp.raw._sock
+        sock.settimeout(max(0.05, min(seconds, sock.gettimeout() or seconds)))
+    except AttributeError:
+        pass
+
+
+# --------------------------------------------------------------------------- #
 # Client
 # --------------------------------------------------------------------------- #
 
@@ -193,6 +282,7 @@ class GeniusClient:
         self.requests = 0  # HTTP lookups made (not cache hits), for tests and stats
         self._lock = threading.Lock()
         self._genius = None
+        self._session = _bounded_session_class()()
         self.cache: LyricsCache | None = None
         if cache_dir is not False:
             folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
@@ -208,6 +298,11 @@ class GeniusClient:
 
             genius = Genius(self.token, timeout=self.timeout, sleep_time=self.sleep_time, retries=0,
                             remove_section_headers=True, skip_non_songs=True)
+            bounded = self._session
+            bounded.headers.update(genius._session.headers)
+            bounded.proxies = genius._session.proxies
+            genius._session.close()
+            genius._session = bounded
             if self.api_root:
                 genius.API_ROOT = self.api_root
             if self.web_root:
@@ -219,6 +314,11 @@ class GeniusClient:
     @property
     def disabled(self) -> bool:
         return self.disabled_reason is not None
+
+    def cancel(self) -> None:
+        """Stop at once: a lookup under way ends at its next read, later ones are not made."""
+        self._session.cancelled.set()
+        self.disabled_reason = self.disabled_reason or "cancelled"
 
     def fetch(self, artist: str | None, title: str | None) -> LyricsResult:
         """Lyrics of ``title`` by ``artist``, from the cache or Genius."""
@@ -237,10 +337,16 @@ class GeniusClient:
             return LyricsResult(None, DISABLED, error=self.disabled_reason)
         with self._lock:
             self.requests += 1
+            # One deadline for the whole lookup (search and page together).
+            self._session.deadline = time.monotonic() + self.timeout
             try:
                 lyrics, url = self._lookup(artist, title)
             except Exception as exc:  # requests, lyricsgenius and bs4 raise many kinds
+                if self._session.cancelled.is_set():
+                    return LyricsResult(None, DISABLED, error="cancelled")
                 return self._failed(artist, title, exc)
+            finally:
+                self._session.deadline = None
             self.failures = 0
         if self.cache is not None:
             try:
@@ -285,10 +391,7 @@ class GeniusClient:
         if self.cache is not None:
             self.cache.close()
             self.cache = None
-        if self._genius is not None:
-            session = getattr(self._genius, "_session", None)
-            if session is not None:
-                session.close()
+        self._session.close()
 
 
 def _with_slash(url: str) -> str:
@@ -302,6 +405,17 @@ def _describe(exc: BaseException, timeout: float | None = None) -> str:
     """A one-line reason: "timed out after 10 s", "HTTP 500", "ConnectionError: ..."."""
     name = type(exc).__name__
     text = " ".join(str(exc).split())
+    # lyricsgenius wraps errors (a raised error inside a Timeout or AssertionError):
+    # the root cause names what happened.
+    cause: BaseException | None = exc
+    for _ in range(8):
+        if cause is None:
+            break
+        if isinstance(cause, BodyTooLargeError):
+            return str(cause)
+        if isinstance(cause, DeadlineError):
+            return f"no complete answer within {timeout:g} s" if timeout else "too slow"
+        cause = cause.__cause__ or cause.__context__
     if "timed out" in text.lower() or "timeout" in name.lower():
         return f"timed out after {timeout:g} s" if timeout else "timed out"
     status = getattr(getattr(exc, "response", None), "status_code", None)

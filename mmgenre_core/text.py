@@ -218,6 +218,16 @@ def clean_lyrics(text: str | None) -> list[str]:
         text = bytes(text).decode("utf-8", errors="replace")
     if not isinstance(text, str):
         return []
+    # The plugin asks "are there words?" before the model cleans the same text: cached.
+    return list(_clean_cached(text))
+
+
+@lru_cache(maxsize=256)
+def _clean_cached(text: str) -> tuple[str, ...]:
+    return tuple(_clean(text))
+
+
+def _clean(text: str) -> list[str]:
     # The model reads 50 lines; a megabyte of "lyrics" (a mis-tagged text dump) is cut
     # first so that cleaning stays a few milliseconds.
     raw = _normalise_text(text[:MAX_LYRICS_CHARS]).split("\n")

@@ -259,13 +259,17 @@ class GeniusServer:
 
     ``mode``: "ok"; "timeout" (answers after ``delay`` seconds); "error" (HTTP 500
     JSON like the real API's); "empty" (no hits); "page_error" (search works, the
-    song page is a 500 error page).
+    song page is a 500 error page); "trickle" (every answer one small chunk per
+    ``delay`` seconds); "huge_page" (search works, the page is ``huge_bytes`` long);
+    "huge_json" (the search answer is ``huge_bytes`` long); "invalid_json" (the
+    search answer is not JSON).
     """
 
     def __init__(self) -> None:
         self.songs: list[Song] = []
         self.mode = "ok"
         self.delay = 3.0
+        self.huge_bytes = 64 * 1024 * 1024
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (path, query, headers)
         server = self
 
@@ -308,8 +312,30 @@ class GeniusServer:
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
         try:
+            if self.mode == "trickle":  # a few bytes at a time, forever slow (bounded: 600 chunks)
+                for start in range(0, min(len(data), 600 * 16), 16):
+                    handler.wfile.write(data[start:start + 16])
+                    handler.wfile.flush()
+                    time.sleep(self.delay)
             handler.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _send_huge(self, handler: BaseHTTPRequestHandler, head: bytes, filler: bytes, ctype: str) -> None:
+        """``huge_bytes`` of ``head`` + ``filler``..., streamed (never held in memory here)."""
+        handler.send_response(200)
+        handler.send_header("Content-Type", ctype)
+        handler.send_header("Content-Length", str(self.huge_bytes))
+        handler.end_headers()
+        block = (filler * (65536 // len(filler) + 1))[:65536]
+        try:
+            handler.wfile.write(head)
+            sent = len(head)
+            while sent < self.huge_bytes:
+                part = block[: self.huge_bytes - sent]
+                handler.wfile.write(part)
+                sent += len(part)
+        except (BrokenPipeError, ConnectionResetError, OSError):
             pass
 
     def _song_json(self, song: Song) -> dict[str, Any]:
@@ -347,6 +373,13 @@ class GeniusServer:
                        "application/json")
             return
         if parsed.path.rstrip("/").endswith("search"):
+            if self.mode == "huge_json":
+                self._send_huge(handler, b'{"meta": {"status": 200}, "response": {"hits": [], "x": "', b"a",
+                                "application/json")
+                return
+            if self.mode == "invalid_json":
+                self._send(handler, 200, '{"meta": {"status": 200}, "response": {"hits": [', "application/json")
+                return
             query = parse_qs(parsed.query).get("q", [""])[0].lower()
             hits = [] if self.mode == "empty" else [
                 {"highlights": [], "index": "song", "type": "song", "result": self._song_json(s)}
@@ -358,6 +391,9 @@ class GeniusServer:
             if parsed.path == song.path:
                 if self.mode == "page_error":
                     self._send(handler, 500, "<html><body>Oops</body></html>", "text/html")
+                elif self.mode == "huge_page":
+                    self._send_huge(handler, self._page(song).encode("utf-8")[:-len(b"</div></body></html>")],
+                                    b"<p>la la</p>", "text/html; charset=utf-8")
                 else:
                     self._send(handler, 200, self._page(song), "text/html; charset=utf-8")
                 return

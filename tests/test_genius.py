@@ -107,6 +107,54 @@ def test_site_problems(server, records, tmp_path, messages, mode, status, in_err
         assert in_error in result.error
 
 
+@pytest.mark.parametrize(
+    "mode, in_error",
+    [
+        pytest.param("trickle", "1 s", id="trickling-server"),  # "timed out after" or "no complete answer within"
+        pytest.param("huge_page", "larger than 8 MB", id="huge-lyrics-page"),
+        pytest.param("huge_json", "larger than 8 MB", id="huge-json-answer"),
+        pytest.param("invalid_json", "JSONDecodeError", id="invalid-json"),
+    ],
+)
+def test_hostile_servers_cost_bounded_time_and_memory(server, records, tmp_path, messages, mode, in_error):
+    """A trickling server kept a lookup going for minutes and a huge page took 9.8 GB:
+    the whole lookup must end by its deadline and read at most 8 MB."""
+    import tracemalloc
+
+    server.mode, server.delay = mode, 0.2
+    client = make_client(server, tmp_path, messages, timeout=1.0)
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        result = client.fetch(records[0]["artist"], records[0]["title"])
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.status == g.ERROR and result.lyrics is None and in_error in result.error, result
+    assert elapsed < 2.5, f"lookup took {elapsed:.1f} s with a 1-s timeout"
+    assert peak < 40 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB"
+
+
+def test_cancel_ends_a_lookup_under_way(server, records, tmp_path, messages):
+    """Ctrl-C while Genius trickled took 256 s to exit: cancel() must end a lookup at once."""
+    import threading
+
+    server.mode, server.delay = "trickle", 0.2
+    client = make_client(server, tmp_path, messages, timeout=30.0)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(client.fetch(records[0]["artist"],
+                                                                         records[0]["title"])))
+    worker.start()
+    time.sleep(0.5)
+    started = time.perf_counter()
+    client.cancel()
+    worker.join(timeout=5)
+    assert not worker.is_alive() and time.perf_counter() - started < 1.5
+    assert results[0].lyrics is None and results[0].status == g.DISABLED
+    assert client.fetch(records[1]["artist"], records[1]["title"]).status == g.DISABLED  # asks nothing more
+
+
 def test_gives_up_after_repeated_failures(server, records, tmp_path, messages):
     server.mode = "error"
     client = make_client(server, tmp_path, messages, max_failures=2)

@@ -493,27 +493,27 @@ class MMGenrePlugin(BeetsPlugin):
         Without Genius the file's tags are read by the classifier's decoding
         threads (returned here as (None, "")).
         """
-        from mmgenre_core.text import clean_lyrics
+        from mmgenre_core.text import has_words
 
         text, path, artist, title = query
-        if text and clean_lyrics(text):
+        if text and has_words(text):
             return text, LYRICS_LIBRARY
         if genius is None:
             return None, ""
         from mmgenre_core.tags import read_embedded_lyrics
 
         text = read_embedded_lyrics(path)
-        if text and clean_lyrics(text):
+        if text and has_words(text):
             return text, LYRICS_FILE
         result = genius.fetch(artist, title)
-        if result.lyrics and clean_lyrics(result.lyrics):
+        if result.lyrics and has_words(result.lyrics):
             self._log.debug("lyrics of {} - {} from Genius ({})", artist, title, result.status)
             return result.lyrics, LYRICS_GENIUS
         return None, ""
 
     def _gather_lyrics(self, queries: Sequence[tuple[str | None, str, str, str]],
                        genius: GeniusClient | None) -> list[tuple[str | None, str]]:
-        return [self._lyrics_for(query, genius) for query in queries]
+        return [self._lyrics_for(query, genius) for query in queries]  # a cancelled client answers at once
 
     def classify(self, items: Sequence[Item], progress: Progress | None = None) -> Iterator[_Classified]:
         """Classify ``items`` in batches, yielding one result per item, in order.
@@ -530,15 +530,13 @@ class MMGenrePlugin(BeetsPlugin):
         batch_size = max(1, self.config["batch_size"].get(int))
         size = len(items) if genius is None else max(64, 4 * batch_size)
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmgenre-lyrics") as pool:
-            queries = [[self._lyrics_query(item) for item in part] for part in chunks] if use_lyrics else []
-            pending = pool.submit(self._gather_lyrics, queries[0], genius) if use_lyrics else None
+        queries = [[self._lyrics_query(item) for item in part] for part in chunks] if use_lyrics else []
+        pending = _background(self._gather_lyrics, queries[0], genius) if use_lyrics else None
+        try:
             for k, part in enumerate(chunks):
                 found = pending.result() if pending is not None else [(None, "")] * len(part)
                 if use_lyrics and k + 1 < len(chunks):
-                    pending = pool.submit(self._gather_lyrics, queries[k + 1], genius)
+                    pending = _background(self._gather_lyrics, queries[k + 1], genius)
                 texts = [text for text, _ in found]
                 predictions = clf.iter_predict(
                     [os.fsdecode(item.path) for item in part],
@@ -559,6 +557,12 @@ class MMGenrePlugin(BeetsPlugin):
                     if progress is not None:
                         progress.update()
                     yield _Classified(item, pred, source, text)
+        except (KeyboardInterrupt, SystemExit):
+            # Ctrl-C: a Genius lookup under way ends at its next read and none follows;
+            # the lookup thread is a daemon, so exiting never waits for it.
+            if genius is not None:
+                genius.cancel()
+            raise
 
     # ---------------------------------------------------------------- applying
     def _previous(self, obj: LibModel) -> tuple[list[str], list[str]]:
@@ -794,6 +798,29 @@ class MMGenrePlugin(BeetsPlugin):
 
 
 _MISSING = object()
+
+
+def _background(fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` in a daemon thread; returns a Future.
+
+    Not a ThreadPoolExecutor: its threads are joined when Python exits, so a Ctrl-C
+    during a slow Genius lookup waited for the whole chunk of lookups (256 s).
+    """
+    import threading
+    from concurrent.futures import Future
+
+    future: Future = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # handed to the caller of result()
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="mmgenre-lyrics", daemon=True).start()
+    return future
 
 
 def _snapshot_fields(item: Item) -> dict[str, Any]:
