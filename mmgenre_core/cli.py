@@ -111,8 +111,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         lyrics = read_lyrics_file(args.lyrics_file)
     clf = GenreClassifier.load(args.model, device=args.device)
     started = time.perf_counter()
-    n_failed = 0
     paths = [os.path.abspath(f) for f in files]
+    from .native_stderr import filtered_native_stderr
+
+    with filtered_native_stderr():
+        n_failed = _print_predictions(clf, paths, lyrics, source, args)
+    elapsed = time.perf_counter() - started
+    log.info("%d tracks in %.1f s (%.1f tracks/s), %d failed", len(paths), elapsed,
+             len(paths) / max(elapsed, 1e-9), n_failed)
+    return 1 if n_failed else 0
+
+
+def _print_predictions(clf: Any, paths: list[str], lyrics: dict[str, str] | None, source: str,
+                       args: argparse.Namespace) -> int:
+    """Print one line (or JSON object) per track as it is classified; returns the failures."""
+    n_failed = 0
     for res in clf.iter_predict(paths, lyrics=lyrics, lyrics_source=source, use_lyrics=not args.no_lyrics,
                                 batch_size=args.batch_size, top_k=args.top_k,
                                 return_attention=args.attention):
@@ -125,10 +138,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         else:
             genres = ", ".join(f"{g.genre} ({g.confidence:.2f})" for g in res.genres)
             print(f"{display_text(res.path)}: {genres}  [lyrics: {res.lyrics}]", flush=True)
-    elapsed = time.perf_counter() - started
-    log.info("%d tracks in %.1f s (%.1f tracks/s), %d failed", len(paths), elapsed,
-             len(paths) / max(elapsed, 1e-9), n_failed)
-    return 1 if n_failed else 0
+    return n_failed
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

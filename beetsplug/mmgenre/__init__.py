@@ -397,6 +397,20 @@ class MMGenrePlugin(BeetsPlugin):
             self.finish_pending_writes(lib)
         started = time.perf_counter()
         mode = RunMode(write=write, pretend=pretend, show=True)
+        with _quiet_decoders():
+            summaries = self._run_command(lib, args, options, mode)
+        elapsed = time.perf_counter() - started
+        track_summary = summaries[-1]
+        n_classified = track_summary.classified
+        rate = f" in {elapsed:.1f} s ({n_classified / max(elapsed, 1e-9):.1f} tracks/s)" if n_classified else ""
+        prefix = "mmgenre (pretend)" if pretend else "mmgenre"
+        ui.print_(f"{prefix}: " + "; ".join(s.describe(pretend=pretend) for s in summaries) + rate)
+        if self.write_failures:
+            raise ui.UserError(f"mmgenre: {self.write_failures} file(s) could not be written; "
+                               "their library rows were left as they were (see the warnings above)")
+
+    def _run_command(self, lib: Library, args: list[str], options: tagging.TaggingOptions,
+                     mode: RunMode) -> list[Summary]:
         if self.config["album"].get(bool):
             albums = list(lib.albums(args))
             album_summary, track_summary = Summary("album"), Summary("track")
@@ -407,14 +421,7 @@ class MMGenrePlugin(BeetsPlugin):
             track_summary = Summary("track")
             self.tag_items(lib, items, options, mode, summary=track_summary)
             summaries = [track_summary]
-        elapsed = time.perf_counter() - started
-        n_classified = track_summary.classified
-        rate = f" in {elapsed:.1f} s ({n_classified / max(elapsed, 1e-9):.1f} tracks/s)" if n_classified else ""
-        prefix = "mmgenre (pretend)" if pretend else "mmgenre"
-        ui.print_(f"{prefix}: " + "; ".join(s.describe(pretend=pretend) for s in summaries) + rate)
-        if self.write_failures:
-            raise ui.UserError(f"mmgenre: {self.write_failures} file(s) could not be written; "
-                               "their library rows were left as they were (see the warnings above)")
+        return summaries
 
     # ------------------------------------------------------------- file writes
     def finish_pending_writes(self, lib: Library) -> None:
@@ -767,18 +774,23 @@ class MMGenrePlugin(BeetsPlugin):
         beets_writes = bool(task.apply or task.choice_flag == Action.RETAG)
         mode = RunMode(stage=True, mark_unwritten=config["import"]["write"].get(bool) and not beets_writes)
         try:
-            album = getattr(task, "album", None) if task.is_album else None
-            if album is not None:
-                self.tag_albums(session.lib, [album], options, mode, album_summary=Summary("album"),
-                                track_summary=summary, album_items=[items])
-            else:
-                self.tag_items(session.lib, items, options, mode, summary=summary)
+            with _quiet_decoders():
+                self._tag_task(session.lib, task, items, options, mode, summary)
         except Exception as exc:  # one bad task must not abort the import
             self._log.warning("could not tag genres of {}: {}", task.paths and
                               _shown_path(task.paths[0]) or task, exc)
             self._log.debug("mmgenre import stage error", exc_info=True)
             return
         self._log.debug("import: {}", summary.describe())
+
+    def _tag_task(self, lib: Library, task: ImportTask, items: Sequence[Item], options: tagging.TaggingOptions,
+                  mode: RunMode, summary: Summary) -> None:
+        album = getattr(task, "album", None) if task.is_album else None
+        if album is not None:
+            self.tag_albums(lib, [album], options, mode, album_summary=Summary("album"), track_summary=summary,
+                            album_items=[items])
+        else:
+            self.tag_items(lib, items, options, mode, summary=summary)
 
     def write_imported(self, session: ImportSession, task: ImportTask) -> None:
         """Write the genres of an as-is import's tracks, which beets does not write itself.
@@ -798,6 +810,13 @@ class MMGenrePlugin(BeetsPlugin):
 
 
 _MISSING = object()
+
+
+def _quiet_decoders() -> Any:
+    """libmpg123's own warnings kept off the terminal during a run (see native_stderr)."""
+    from mmgenre_core.native_stderr import filtered_native_stderr
+
+    return filtered_native_stderr()
 
 
 def _background(fn: Any, *args: Any) -> Any:
