@@ -60,6 +60,7 @@ else:
 LYRICS_LIBRARY, LYRICS_FILE, LYRICS_GENIUS = "library", "file", "genius"
 
 SKIP_NO_FILE = "file not found"
+SKIP_BROKEN_LINK = "symbolic link that points nowhere or in a loop"
 
 #: Fields shown by ``--pretend`` and after each change.
 SHOWN_FIELDS = ("genres",)
@@ -681,8 +682,9 @@ class MMGenrePlugin(BeetsPlugin):
         reason = tagging.skip_reason(current, ours, options)
         if reason:
             return reason
-        if not os.path.isfile(os.fsdecode(item.path)):
-            return SKIP_NO_FILE
+        path = os.fsdecode(item.path)
+        if not os.path.isfile(path):
+            return SKIP_BROKEN_LINK if os.path.islink(path) else SKIP_NO_FILE
         return None
 
     def tag_albums(self, lib: Library, albums: Sequence[Album], options: tagging.TaggingOptions, mode: RunMode, *,

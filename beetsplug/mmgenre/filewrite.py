@@ -61,7 +61,9 @@ def write_genres(path: str | bytes, genres: Sequence[str], *, lyrics: str | None
     path = os.fsdecode(path)
     if not os.path.isfile(path):
         raise FileWriteError("the file is gone" if not os.path.lexists(path) else "not a regular file")
-    if not os.access(path, os.R_OK | os.W_OK):
+    # The mode bits count even for root (who may write anything): a file its owner
+    # made read-only is left alone.
+    if not os.access(path, os.R_OK | os.W_OK) or not os.stat(path).st_mode & 0o222:
         raise FileWriteError("the file is read-only")
     try:
         stat = os.stat(path)
