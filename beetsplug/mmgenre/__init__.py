@@ -846,7 +846,8 @@ def _background(fn: Any, *args: Any) -> Any:
 
 def _snapshot_fields(item: Item) -> dict[str, Any]:
     """The item's own values of every field a run may change (``_MISSING``: not set)."""
-    return {key: item.get(key, _MISSING, with_album=False) for key in ITEM_TRACKED_FIELDS}
+    # mtime last: beets zeroes it whenever a tag field is set, so it is put back after them.
+    return {key: item.get(key, _MISSING, with_album=False) for key in (*ITEM_TRACKED_FIELDS, "mtime")}
 
 
 def _restore_fields(item: Item, before: dict[str, Any]) -> None:

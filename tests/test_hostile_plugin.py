@@ -1,0 +1,395 @@
+"""The plugin against hostile input and faults, end to end on real files.
+
+For every case of the corpus (tests/hostile_corpus.py) one ``beet mmgenre`` run over
+the whole library must: name the problem, go on with the other tracks, change no file
+and no library row it does not report as tagged, change nothing but the genre tag of
+the files it tags (every other tag compared before and after), and leave a library
+that passes ``pragma integrity_check``. ``--pretend`` must leave files and database
+byte-identical. Process-level faults (SIGINT, SIGKILL, two runs at once) run ``beet``
+in a subprocess on a real library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from beets import ui
+from beets.test.helper import IOMixin, PluginTestHelper
+
+from .hostile_corpus import EITHER, FAILED, SKIPPED, TAGGED, Case, build_corpus
+from .plugin_helpers import (EMOTIFY, GeniusServer, MMGenrePluginMixin, copy_file, genius_config, io,  # noqa: F401
+                             media, models, needs_data, set_tags)
+
+
+def read_genres(path: Path | str) -> list[str]:
+    """The genres in a file, read with mediafile (any format beets writes, WAV included)."""
+    from beetsplug.mmgenre.filewrite import read_genres as read
+
+    return read(path) or []
+
+pytestmark = needs_data
+
+GENRE_KEYS = {"genre", "genres", "tcon", "\xa9gen"}
+
+
+def file_state(path: Path) -> tuple[str, int] | None:
+    """(sha1, mtime) of a file's bytes, or None when it cannot be read (gone, a loop)."""
+    try:
+        return hashlib.sha1(path.read_bytes()).hexdigest(), os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def tags_except_genre(path: Path) -> dict[str, Any]:
+    """Every tag of the file but the genre: mediafile's fields (values as read, pictures
+    included) and the raw keys of non-ID3 formats."""
+    import mutagen
+    from mediafile import MediaFile
+
+    media_file = MediaFile(os.fsdecode(path))
+    fields = {name: getattr(media_file, name) for name in sorted(MediaFile.readable_fields())
+              if name not in ("genre", "genres")}
+    fields["images"] = [(img.mime_type, hashlib.sha1(img.data).hexdigest()) for img in media_file.images or []]
+    raw = mutagen.File(os.fsdecode(path))
+    if raw is not None and raw.tags is not None and not hasattr(raw.tags, "getall"):  # Vorbis, MP4
+        fields["raw"] = {str(k): str(v) for k, v in raw.tags.items() if str(k).lower() not in GENRE_KEYS}
+    return fields
+
+
+def row(item) -> dict[str, Any]:
+    item.load()
+    return {k: item.get(k, with_album=False) for k in item.keys(computed=False, with_album=False)}
+
+
+class HostileTest(MMGenrePluginMixin, IOMixin, PluginTestHelper):
+    def corpus_library(self, tmp_path: Path) -> list[tuple[Case, Any]]:
+        from beets.library import Item
+
+        cases = build_corpus(tmp_path / "corpus", self.media.mp3, self.media.flac)
+        added = []
+        for case in cases:
+            item = Item.from_path(str(case.path))
+            item.add(self.lib)
+            if case.after_import is not None:
+                case.after_import(case.path)
+            added.append((case, item))
+        return added
+
+    def integrity(self) -> str:
+        with self.lib.transaction() as tx:
+            return tx.query("pragma integrity_check")[0][0]
+
+
+class TestCorpus(HostileTest):
+    def test_every_case_is_reported_and_nothing_unreported_changes(self, tmp_path, caplog):
+        library = self.corpus_library(tmp_path)
+        files_before = {case.name: file_state(case.path) for case, _ in library}
+        tags_before = {case.name: tags_except_genre(case.path) for case, _ in library
+                       if case.outcome in (TAGGED, EITHER) and file_state(case.path)}
+        rows_before = {case.name: row(item) for case, item in library}
+
+        started = time.perf_counter()
+        with caplog.at_level("INFO", logger="beets"):
+            with pytest.raises(ui.UserError, match="2 file\\(s\\) could not be written"):
+                self.run_command("mmgenre")
+        out = self.io.getoutput()
+        elapsed = time.perf_counter() - started
+        log = "\n".join(r.getMessage() for r in caplog.records)
+        assert elapsed < 120, f"the corpus took {elapsed:.0f} s"
+
+        outcomes = {}
+        for case, item in library:
+            after = row(item)
+            if after.get("mmgenre_model"):
+                outcomes[case.name] = TAGGED
+                assert after["genres"] == ["Rock"] and read_genres(case.path) == ["Rock"], case.name
+                # Only the genre tag changed: every other tag as before.
+                assert tags_except_genre(case.path) == tags_before[case.name], case.name
+                changed = {k for k in after if after[k] != rows_before[case.name].get(k)}
+                assert changed <= {"genres", "mtime", "mmgenre_genre", "mmgenre_confidence", "mmgenre_lyrics",
+                                   "mmgenre_model", "mmgenre_genres"}, (case.name, changed)
+            else:
+                outcomes[case.name] = FAILED if case.outcome in (FAILED, EITHER) else SKIPPED
+                assert after == rows_before[case.name], case.name  # the row is untouched...
+                assert file_state(case.path) == files_before[case.name], case.name  # ...and so is the file
+            if case.message:  # the problem is named (skips in the summary, failures in a warning)
+                assert case.message in log or case.message in out, (case.name, case.message)
+        expected = {case.name: case.outcome for case, _ in library if case.outcome != EITHER}
+        assert {k: v for k, v in outcomes.items() if k in expected} == expected
+        assert "Traceback" not in log
+        assert self.integrity() == "ok"
+
+    def test_pretend_is_byte_identical(self, tmp_path):
+        library = self.corpus_library(tmp_path)
+        files_before = {case.name: file_state(case.path) for case, _ in library}
+        db_before = "\n".join(self.lib._connection().iterdump())
+
+        out = self.run_with_output("mmgenre", "--pretend", "-f")
+
+        assert "would be tagged" in out
+        assert {case.name: file_state(case.path) for case, _ in library} == files_before
+        assert "\n".join(self.lib._connection().iterdump()) == db_before
+
+    def test_a_failed_write_is_retried_by_the_next_run(self, tmp_path):
+        """The read-only file fails; once writable again, a plain rerun tags it."""
+        library = self.corpus_library(tmp_path)
+        read_only = next((c, i) for c, i in library if c.name == "read-only")
+        with pytest.raises(ui.UserError):
+            self.run_command("mmgenre")
+        assert row(read_only[1])["genres"] == [] and read_genres(read_only[0].path) == []
+        os.chmod(read_only[0].path, 0o644)
+        with pytest.raises(ui.UserError, match="1 file"):  # the streaming WAV still cannot be written
+            self.run_command("mmgenre")
+        assert row(read_only[1])["genres"] == ["Rock"] and read_genres(read_only[0].path) == ["Rock"]
+
+
+class TestBrokenModel(HostileTest):
+    @pytest.mark.parametrize("content", [b"", b"not a model", b"PK\x03\x04broken zip"],
+                             ids=["empty", "text", "truncated-zip"])
+    def test_broken_checkpoint_is_one_clear_error(self, tmp_path, content):
+        bad = tmp_path / "model.pt"
+        bad.write_bytes(content)
+        self.config["mmgenre"]["model"] = str(bad)
+        item = self.add_track(self.media.mp3[0])
+        before = row(item)
+        with pytest.raises(ui.UserError, match="cannot load the model"):
+            self.run_command("mmgenre")
+        assert row(item) == before and self.integrity() == "ok"
+
+    def test_nan_model_is_refused_at_load(self, tmp_path):
+        import torch
+
+        from mmgenre_core.checkpoint import read_weights_only
+
+        payload = read_weights_only(self.models["rock"])
+        for key, value in payload["state_dict"].items():
+            if value.is_floating_point():
+                payload["state_dict"][key] = torch.full_like(value, float("nan"))
+        bad = tmp_path / "nan.pt"
+        torch.save(payload, bad)
+        self.config["mmgenre"]["model"] = str(bad)
+        item = self.add_track(self.media.mp3[0])
+        with pytest.raises(ui.UserError, match="NaN"):
+            self.run_command("mmgenre")
+        assert row(item)["genres"] == []
+
+
+class TestGeniusFaults(HostileTest):
+    @pytest.mark.parametrize("mode", ["error", "timeout", "trickle", "huge_page", "huge_json", "invalid_json"])
+    def test_a_bad_genius_costs_seconds_and_tags_everything(self, tmp_path, mode):
+        with GeniusServer() as server:
+            server.mode, server.delay = mode, (2.0 if mode == "timeout" else 0.2)
+            for key, value in genius_config(server, tmp_path / "cache", genius_timeout=1.0).items():
+                self.config["mmgenre"][key] = value
+            items = [self.add_track(p, name=f"{n}-{p.name}") for n in range(2) for p in self.media.mp3]
+            started = time.perf_counter()
+            self.run_command("mmgenre")
+            elapsed = time.perf_counter() - started
+        assert all(row(item)["genres"] == ["Rock"] for item in items)
+        # 8 tracks; after 3 errors in a row Genius is not asked again: at most ~3 timeouts.
+        assert elapsed < 15, f"{mode}: {elapsed:.1f} s"
+
+    @pytest.mark.parametrize("damage", ["read-only folder", "corrupt file"])
+    def test_an_unusable_genius_cache_is_not_fatal(self, tmp_path, damage):
+        cache = tmp_path / "cache"
+        cache.mkdir()
+        if damage == "corrupt file":
+            (cache / "genius-lyrics.sqlite3").write_bytes(b"this is not a database" * 100)
+        else:
+            os.chmod(cache, 0o555)
+        with GeniusServer() as server:
+            for key, value in genius_config(server, cache).items():
+                self.config["mmgenre"][key] = value
+            item = self.add_track(self.media.mp3[0])
+            self.run_command("mmgenre")
+        assert row(item)["genres"] == ["Rock"]
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def beets_env(tmp_path: Path, model: Path, *, extra: str = "") -> dict[str, str]:
+    """A beets config folder for a subprocess: a library of real clips, the given model."""
+    beetsdir = tmp_path / "beetsdir"
+    beetsdir.mkdir(exist_ok=True)
+    (beetsdir / "config.yaml").write_text(textwrap.dedent(f"""\
+        directory: {tmp_path / 'music'}
+        library: {tmp_path / 'library.db'}
+        plugins: [mmgenre]
+        import:
+            write: yes
+            copy: no
+            quiet: yes
+        mmgenre:
+            model: {model}
+            auto: no
+            genius_cache: no
+        """) + extra, encoding="utf-8")
+    return {**os.environ, "BEETSDIR": str(beetsdir), "PYTHONUNBUFFERED": "1"}
+
+
+def beet(env: dict[str, str], *args: str, **kwargs: Any) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "beets", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, **kwargs)
+
+
+def real_library(tmp_path: Path, env: dict[str, str], n: int) -> list[Path]:
+    """``n`` real Emotify clips (tags as shipped, genre removed) imported as-is."""
+    clips = sorted(EMOTIFY.glob("*/*.mp3"))[:n]
+    folder = tmp_path / "music"
+    paths = []
+    for k, clip in enumerate(clips):
+        dst = copy_file(clip, folder / f"{k:03d}-{clip.name}")
+        set_tags(dst)
+        paths.append(dst)
+    proc = beet(env, "import", "-A", str(folder))
+    out = proc.communicate(timeout=300)[0].decode(errors="replace")
+    assert proc.returncode == 0, out
+    return paths
+
+
+def library_state(tmp_path: Path) -> dict[str, tuple[list[str], bool]]:
+    """{path: (genres in the row, unwritten mark)}, read with beets from the database file."""
+    from beets.library import Library
+
+    db = sqlite3.connect(tmp_path / "library.db")
+    try:
+        assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+    finally:
+        db.close()
+    lib = Library(str(tmp_path / "library.db"), directory=str(tmp_path / "music"))
+    try:
+        return {os.fsdecode(item.path): (list(item.genres), bool(item.get("mmgenre_unwritten", None,
+                                                                         with_album=False)))
+                for item in lib.items()}
+    finally:
+        lib._close()
+
+
+def rows_agree_with_files(tmp_path: Path) -> list[str]:
+    """Paths whose file genres differ from their row's, or that still carry the mark."""
+    bad = []
+    for path, (genres, marked) in library_state(tmp_path).items():
+        if marked or read_genres(path) != genres:
+            bad.append(f"{path}: row {genres}, file {read_genres(path)}, marked {marked}")
+    return bad
+
+
+def wait_for_rows(tmp_path: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until ``count`` rows carry mmgenre's model id (the run is under way)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            db = sqlite3.connect(tmp_path / "library.db", timeout=1)
+            n = db.execute("SELECT count(*) FROM item_attributes WHERE key = 'mmgenre_model'").fetchone()[0]
+            db.close()
+        except sqlite3.Error:
+            n = 0
+        if n >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the run did not get to {count} tagged rows")
+
+
+@pytest.fixture(scope="module")
+def default_model() -> Path:
+    from mmgenre_core.predict import default_model_path
+
+    return default_model_path()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_killed_run_leaves_rows_and_files_in_step(tmp_path, default_model, sig, data_dir):
+    """Killed mid-run: afterwards (for SIGKILL, after a plain rerun) every row agrees with
+    its file, no mark is left, and the library passes integrity_check."""
+    env = beets_env(tmp_path, default_model)
+    paths = real_library(tmp_path, env, 24)
+    proc = beet(env, "mmgenre")
+    wait_for_rows(tmp_path, 4, proc)
+    proc.send_signal(sig)
+    started = time.monotonic()
+    out = proc.communicate(timeout=60)[0].decode(errors="replace")
+    assert time.monotonic() - started < 15, "the run took too long to stop"
+    if sig == signal.SIGINT:
+        assert "Traceback" not in out, out
+        assert rows_agree_with_files(tmp_path) == []
+    rerun = beet(env, "mmgenre")
+    out = rerun.communicate(timeout=600)[0].decode(errors="replace")
+    assert rerun.returncode == 0, out
+    state = library_state(tmp_path)
+    assert all(genres for genres, _ in state.values()) and len(state) == len(paths)
+    assert rows_agree_with_files(tmp_path) == []
+
+
+def test_a_kill_between_row_and_file_is_finished_by_the_next_run(tmp_path, default_model, data_dir):
+    """The one window a kill can hit: the row stored and marked, the file not yet
+    written. Simulated by marking a tagged row by hand and undoing its file."""
+    env = beets_env(tmp_path, default_model)
+    paths = real_library(tmp_path, env, 3)
+    proc = beet(env, "mmgenre")
+    assert proc.wait(timeout=300) == 0
+    victim = paths[0]
+    genres = read_genres(victim)
+    set_tags(victim)  # the file as before the write
+    from beets.library import Library
+
+    lib = Library(str(tmp_path / "library.db"), directory=str(tmp_path / "music"))
+    [item] = [it for it in lib.items() if os.fsdecode(it.path) == str(victim)]
+    item["mmgenre_unwritten"] = True  # as the row stands when a kill hits between row and file
+    item.store()
+    lib._close()
+    assert read_genres(victim) == [] and rows_agree_with_files(tmp_path)
+
+    out = beet(env, "mmgenre").communicate(timeout=300)[0].decode(errors="replace")
+
+    assert "interrupted run left unwritten" in out or read_genres(victim) == genres
+    assert read_genres(victim) == genres and rows_agree_with_files(tmp_path) == []
+
+
+def test_two_runs_at_once_on_one_library(tmp_path, default_model, data_dir):
+    env = beets_env(tmp_path, default_model)
+    real_library(tmp_path, env, 12)
+    first, second = beet(env, "mmgenre", "-f"), beet(env, "mmgenre", "-f")
+    outs = [p.communicate(timeout=600)[0].decode(errors="replace") for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outs
+    assert "Traceback" not in "".join(outs)
+    assert rows_agree_with_files(tmp_path) == []
+    assert all(genres for genres, _ in library_state(tmp_path).values())
+
+
+def test_ctrl_c_while_genius_trickles_stops_at_once(tmp_path, default_model, data_dir):
+    with GeniusServer() as server:
+        server.mode, server.delay = "trickle", 0.5
+        extra = textwrap.indent(textwrap.dedent(f"""\
+            genius_token: test-token
+            genius_api_root: {server.url}/
+            genius_web_root: {server.url}/
+            genius_timeout: 30
+            """), "    ")
+        env = beets_env(tmp_path, default_model, extra="")
+        config = Path(env["BEETSDIR"]) / "config.yaml"
+        config.write_text(config.read_text(encoding="utf-8").replace("    genius_cache: no\n",
+                                                                     "    genius_cache: no\n" + extra),
+                          encoding="utf-8")
+        real_library(tmp_path, env, 6)
+        proc = beet(env, "mmgenre")
+        deadline = time.monotonic() + 60
+        while not server.search_requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.search_requests, "Genius was never asked"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        proc.communicate(timeout=60)
+        assert time.monotonic() - started < 5, "Ctrl-C took too long"
+    assert rows_agree_with_files(tmp_path) == []
