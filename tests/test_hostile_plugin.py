@@ -153,6 +153,105 @@ class TestCorpus(HostileTest):
         assert row(read_only[1])["genres"] == ["Rock"] and read_genres(read_only[0].path) == ["Rock"]
 
 
+class TestRegressions(HostileTest):
+    """Each of these failed on the plugin before the data-safety work (issue 10)."""
+
+    @pytest.mark.parametrize("kind", ["ogg", "mp3"])
+    def test_lyrics_another_tool_embedded_survive_a_genre_write(self, kind):
+        import mutagen
+        from mutagen.id3 import ID3, USLT
+
+        item = self.add_track(self.media.ogg if kind == "ogg" else self.media.mp3[0])
+        path = os.fsdecode(item.path)
+        if kind == "ogg":  # added after import: the library does not know them
+            audio = mutagen.File(path)
+            audio["LYRICS"] = "first sung line\nsecond sung line"
+            audio.save()
+        else:
+            tags = ID3(path)
+            tags.add(USLT(encoding=3, lang="eng", desc="", text="first sung line\nsecond sung line"))
+            tags.save()
+        before = tags_except_genre(Path(path))
+        self.run_command("mmgenre", "--no-lyrics")
+        assert read_genres(path) == ["Rock"]
+        assert tags_except_genre(Path(path)) == before
+        if kind == "mp3":
+            assert [f.text for f in ID3(path).getall("USLT")] == ["first sung line\nsecond sung line"]
+
+    @pytest.mark.parametrize("config", [{"min_confidence": 0.9}, {"whitelist": ["Jazz"]}],
+                             ids=["below-min-confidence", "not-whitelisted"])
+    def test_a_skipped_track_is_left_as_it_was(self, config):
+        item = self.add_track(self.media.mp3[0])
+        self.run_command("mmgenre")  # tagged Rock first
+        before, file_before = row(item), file_state(Path(os.fsdecode(item.path)))
+        for key, value in config.items():
+            self.config["mmgenre"][key] = value
+        out = self.run_with_output("mmgenre")
+        assert "1 skipped" in out
+        assert row(item) == before and file_state(Path(os.fsdecode(item.path))) == file_before
+
+    def test_missing_whitelist_file_is_an_error(self, tmp_path):
+        self.config["mmgenre"]["whitelist"] = str(tmp_path / "no-such-genres.txt")
+        item = self.add_track(self.media.mp3[0])
+        with pytest.raises(ui.UserError, match="whitelist file .* does not exist"):
+            self.run_command("mmgenre")
+        assert row(item)["genres"] == []
+
+    def test_a_slash_genre_list_is_not_taken_for_a_path(self):
+        self.config["mmgenre"]["whitelist"] = "Old-Time / Historic, Rock"
+        item = self.add_track(self.media.mp3[0])
+        self.run_command("mmgenre")
+        assert row(item)["genres"] == ["Rock"]
+
+    def test_album_fields_do_not_leak_into_item_queries(self, tmp_path):
+        from .plugin_helpers import truncated_mp3
+
+        good = self.add_track(self.media.mp3[0])
+        bad = self.add_track(truncated_mp3(self.media.mp3[1], tmp_path / "short.mp3"))
+        self.lib.add_album([good, bad])
+        self.run_command("mmgenre", "-a")
+        album = self.lib.albums().get()
+        assert album["mmgenre_album_genre"] == "Rock"
+        assert [i.id for i in self.lib.items("mmgenre_genre:Rock")] == [good.id]
+        assert "mmgenre_genre" not in album
+
+    @pytest.mark.parametrize("flags, genres", [
+        (["--no-force", "--no-keep-existing"], ["Jazz"]),  # neither in force: the user's genre stays
+        (["--no-keep-existing"], ["Rock"]),  # force from the config, replacing instead of adding
+        (["--no-force"], ["Jazz", "Rock"]),  # keep_existing from the config alone: adding
+        ([], ["Jazz", "Rock"]),
+    ], ids=["both", "no-keep-existing", "no-force", "config"])
+    def test_no_force_and_no_keep_existing_undo_the_config(self, flags, genres):
+        self.config["mmgenre"]["force"] = True
+        self.config["mmgenre"]["keep_existing"] = True
+        item = self.add_track(self.media.mp3[0], genres=["Jazz"])
+        self.run_command("mmgenre", *flags)
+        assert row(item)["genres"] == genres
+
+    def test_no_cuda_message_names_no_missing_option(self, monkeypatch):
+        import torch
+
+        from mmgenre_core.device import resolve_device
+        from mmgenre_core.errors import ConfigError
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        with pytest.raises(ConfigError) as exc:
+            resolve_device("cuda")
+        assert "--device" not in str(exc.value) and "'auto'" in str(exc.value)
+
+
+def test_readme_config_keeps_beets_default_plugins() -> None:
+    import re
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)]
+    plugin_lists = [b["plugins"] for b in blocks if isinstance(b, dict) and "plugins" in b]
+    assert plugin_lists and all("musicbrainz" in p and "mmgenre" in p for p in plugin_lists)
+    assert "plugins: [mmgenre]" not in readme
+
+
 class TestBrokenModel(HostileTest):
     @pytest.mark.parametrize("content", [b"", b"not a model", b"PK\x03\x04broken zip"],
                              ids=["empty", "text", "truncated-zip"])
