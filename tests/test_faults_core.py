@@ -99,7 +99,27 @@ BROKEN_CHECKPOINTS: list[tuple[str, Callable[[dict], None], str]] = [
     ("metadata a string", lambda p: p.update(metadata="x"), "metadata"),
     ("n_mels a string", lambda p: p["model_config"].update(n_mels="128"), "n_mels"),
     ("window of a negative length", lambda p: p["audio_config"].update(window_seconds=-3.0), "AudioConfig"),
+    ("state_dict a list", lambda p: p.update(state_dict=[1, 2]), "state_dict"),
 ]
+
+
+class _Payload:
+    """A pickled object that would run code on load: weights-only loading must refuse it."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/mmgenre-pwned",))
+
+
+def test_malicious_checkpoint_is_refused_without_running_code(tmp_path) -> None:
+    payload = read_weights_only(default_model_path())
+    payload["metadata"] = {"x": _Payload()}
+    path = tmp_path / "evil.pt"
+    torch.save(payload, path)
+    marker = Path("/tmp/mmgenre-pwned")
+    marker.unlink(missing_ok=True)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        GenreClassifier.load(path)
+    assert not marker.exists()
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +280,20 @@ def test_symlink_loop_is_named_as_such(tmp_path, capsys) -> None:
     loop.symlink_to(loop)
     assert main(["predict", str(loop)]) == 2
     assert "symbolic link" in capsys.readouterr().err
+
+
+def test_decoder_warnings_stay_off_the_terminal(tmp_path, real_clip) -> None:
+    """libmpg123 printed "Warning: Xing stream size off by more than 1%" on damaged MP3s."""
+    data = real_clip("rock").read_bytes()
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(data[: len(data) // 2])  # its Xing header still counts the whole file
+    plain = subprocess.run([sys.executable, "-c", "import soundfile as sf, sys; f = sf.SoundFile(sys.argv[1]); "
+                            "f.seek(f.frames - 1000); f.read(100)", str(cut)], capture_output=True, timeout=120)
+    assert b"Xing stream size" in plain.stderr  # the noise exists without the filter
+    proc = subprocess.run([sys.executable, "-m", "mmgenre_core.cli", "predict", str(cut)], capture_output=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip(), proc
+    assert b"Xing" not in proc.stderr, proc.stderr
 
 
 def test_nan_probabilities_become_a_track_error(real_clip, monkeypatch) -> None:

@@ -492,3 +492,24 @@ def test_ctrl_c_while_genius_trickles_stops_at_once(tmp_path, default_model, dat
         proc.communicate(timeout=60)
         assert time.monotonic() - started < 5, "Ctrl-C took too long"
     assert rows_agree_with_files(tmp_path) == []
+
+
+def test_import_with_a_broken_model_copies_everything_untagged(tmp_path, data_dir):
+    """A checkpoint fault aborted `beet import` (copy: yes) half-way, leaving rows that
+    pointed at the source folder: now the import finishes, says why once, tags nothing."""
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    env = beets_env(tmp_path, bad)
+    config = Path(env["BEETSDIR"]) / "config.yaml"
+    config.write_text(config.read_text(encoding="utf-8").replace("copy: no", "copy: yes")
+                      .replace("auto: no", "auto: yes"), encoding="utf-8")
+    source = tmp_path / "incoming"
+    for k, clip in enumerate(sorted(EMOTIFY.glob("*/*.mp3"))[:3]):
+        set_tags(copy_file(clip, source / f"{k}.mp3"))
+    proc = beet(env, "import", "-A", str(source))
+    out = proc.communicate(timeout=300)[0].decode(errors="replace")
+    assert proc.returncode == 0, out
+    assert out.count("cannot load the model") == 1 and "Traceback" not in out, out
+    state = library_state(tmp_path)
+    assert len(state) == 3
+    assert all(path.startswith(str(tmp_path / "music")) and genres == [] for path, (genres, _) in state.items())
