@@ -53,6 +53,8 @@ class TestAsIsImport(ImportTestBase):
             assert read_genres(path) == ["Rock"]  # ...carries the genre
             formats.add(Path(path).suffix)
         assert formats == {".mp3", ".flac", ".ogg"}
+        # write_imported wrote every file: no row is left marked as unwritten.
+        assert not [i for i in items if i.get("mmgenre_unwritten", None, with_album=False)]
         assert all(read_genres(s) == [] for s in sources)  # copy mode: the originals are untouched
         album = self.lib.albums().get()
         assert album.genres == ["Rock"] and album["mmgenre_album_model"] == "tiny@1"

@@ -67,7 +67,7 @@ def write_genres(path: str | bytes, genres: Sequence[str], *, lyrics: str | None
         raise FileWriteError("the file is read-only")
     try:
         stat = os.stat(path)
-        fd, backup = tempfile.mkstemp(prefix="mmgenre-", suffix=".bak")
+        fd, backup = tempfile.mkstemp(prefix=".mmgenre-", suffix=".bak", dir=_backup_folder(path, stat.st_size))
     except OSError as exc:
         raise FileWriteError(f"cannot make a safety copy ({exc.strerror or exc})") from exc
     keep_backup = False
@@ -94,6 +94,18 @@ def write_genres(path: str | bytes, genres: Sequence[str], *, lyrics: str | None
     finally:
         if not keep_backup:
             os.unlink(backup)
+
+
+def _backup_folder(path: str, size: int) -> str:
+    """Where the safety copy goes: the system's temp folder when it has room for it
+    (it may be a RAM disk), else the file's own folder."""
+    temp = tempfile.gettempdir()
+    try:
+        if shutil.disk_usage(temp).free > 2 * size + (64 << 20):
+            return temp
+    except OSError:
+        pass
+    return os.path.dirname(os.path.abspath(path))
 
 
 def _reason(exc: BaseException) -> str:
