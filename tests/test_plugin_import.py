@@ -59,6 +59,25 @@ class TestAsIsImport(ImportTestBase):
         album = self.lib.albums().get()
         assert album.genres == ["Rock"] and album["mmgenre_album_model"] == "tiny@1"
 
+    def test_a_read_only_file_stays_marked_until_a_run_can_write_it(self):
+        """import.write on, file read-only (as-is, in place): the import finishes, the row
+        carries the genre and the unwritten mark, the file is untouched; once writable,
+        the next plain `beet mmgenre` writes it and clears the mark."""
+        sources = self.prepare_album()
+        os.chmod(sources[0], 0o444)
+        before = sources[0].read_bytes()
+        self.import_asis(copy=False)
+        items = {os.fsdecode(i.path): i for i in self.lib.items()}
+        locked = items[str(sources[0])]
+        assert locked.genres == ["Rock"] and locked.get("mmgenre_unwritten", None, with_album=False)
+        assert sources[0].read_bytes() == before
+        assert all(read_genres(p) == ["Rock"] for p in sources[1:])
+        os.chmod(sources[0], 0o644)
+        self.run_command("mmgenre")
+        locked.load()
+        assert not locked.get("mmgenre_unwritten", None, with_album=False)
+        assert read_genres(sources[0]) == ["Rock"]
+
     def test_a_task_is_classified_in_one_batch(self, monkeypatch):
         self.prepare_album()
         clf = self.mmgenre.classifier
