@@ -458,6 +458,25 @@ class MMGenrePlugin(BeetsPlugin):
         item.mtime = item.current_mtime()  # so `beet update` does not take our write for an outside change
         return True
 
+    def _settle_interrupted_write(self, item: Item, before: dict[str, Any]) -> None:
+        """After an interrupted write, make the row match what the file now holds.
+
+        The file has the new genres: keep the new row, clear the mark. It has the old
+        ones: put the row back. It cannot be read: leave the mark for the next run.
+        """
+        from .filewrite import read_genres
+
+        in_file = read_genres(item.path)
+        wanted = list(item.get("genres", with_album=False) or [])
+        if in_file is None:
+            return
+        if in_file == wanted:
+            del item[PENDING]
+            item.mtime = item.current_mtime()
+        else:
+            _restore_fields(item, before)
+        item.store()
+
     def _store_and_write(self, item: Item, before: dict[str, Any]) -> bool:
         """Store ``item``'s new row, write its file, and keep the two in step.
 
@@ -472,9 +491,10 @@ class MMGenrePlugin(BeetsPlugin):
         item.store()
         try:
             written = self._write_file(item)
-        except BaseException:  # Ctrl-C during the write: the file was restored; put the row back
-            _restore_fields(item, before)
-            item.store()
+        except BaseException:
+            # Ctrl-C during the write. A write cut short is undone (filewrite), but the
+            # interrupt may also land just after the file was written: the file decides.
+            self._settle_interrupted_write(item, before)
             raise
         if written:
             del item[PENDING]
