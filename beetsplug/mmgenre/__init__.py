@@ -432,11 +432,16 @@ class MMGenrePlugin(BeetsPlugin):
             return
         self._log.info("writing the genres of {} track(s) an interrupted run left unwritten", len(pending))
         for item in pending:
-            if self._write_file(item):
-                del item[PENDING]
-                item.store()
-            else:
+            if not self._finish_pending(item):
                 self.write_failures += 1
+
+    def _finish_pending(self, item: Item) -> bool:
+        """Write a marked row's genres to its file and clear the mark; False (mark kept) on failure."""
+        if not self._write_file(item):
+            return False
+        del item[PENDING]
+        item.store()
+        return True
 
     def _write_file(self, item: Item) -> bool:
         """Write ``item``'s genres (and Genius lyrics it stores) to its file; False on failure.
@@ -821,12 +826,7 @@ class MMGenrePlugin(BeetsPlugin):
         keeps its mark and is retried by the next ``beet mmgenre`` run.
         """
         for item in task.imported_items():
-            if not item.get(PENDING, False, with_album=False):
-                continue
-            if self._write_file(item):
-                del item[PENDING]
-                item.store()
-            else:
+            if item.get(PENDING, False, with_album=False) and not self._finish_pending(item):
                 self._log.warning("{}: the genres stay marked as unwritten; the next `beet mmgenre` run "
                                   "tries again", item)
 
