@@ -485,14 +485,15 @@ class MMGenrePlugin(BeetsPlugin):
     def _store_and_write(self, item: Item, before: dict[str, Any]) -> bool:
         """Store ``item``'s new row, write its file, and keep the two in step.
 
-        The row goes first, marked ``mmgenre_unwritten``, then the file, then the mark
-        is cleared. Why this order: the row is the cheap, transactional side; if the
-        process dies after it, the mark tells the next run to write the file, so a
-        kill at any point leaves either both sides old, or a row that the next run
-        finishes. If the file cannot be written, the row is put back as it was and
-        the track counts as failed: library and file never disagree.
+        First the mark ``mmgenre_unwritten`` (its own commit), then the row's new
+        values, then the file, then the mark is cleared (the last statement of the last
+        commit). Why this order: the row is the cheap, transactional side; if the
+        process dies anywhere in between, the mark tells the next run to write the
+        file, so a kill at any point leaves either both sides old, or a marked row that
+        the next run finishes. If the file cannot be written, the row is put back as it
+        was and the track counts as failed: library and file never disagree.
         """
-        item[PENDING] = True
+        _commit_mark(item)
         item.store()
         try:
             written = self._write_file(item)
@@ -672,7 +673,7 @@ class MMGenrePlugin(BeetsPlugin):
                 return None
         else:
             if mode.mark_unwritten and changed_on_disk:
-                item[PENDING] = True
+                _commit_mark(item)
             if item._dirty:
                 store.add(item)
         summary.add(decision.status, decision.reason)
@@ -832,6 +833,20 @@ class MMGenrePlugin(BeetsPlugin):
 
 
 _MISSING = object()
+
+
+def _commit_mark(item: Item) -> None:
+    """Commit the ``mmgenre_unwritten`` mark alone, before the row's new values.
+
+    beets commits a transaction even when an exception (Ctrl-C) leaves it half-done,
+    and ``store()`` writes the fixed fields (``genres``) before the flexible ones: in one
+    store, an interrupt could commit the new genres without the mark. On its own, the
+    mark is one atomic statement, so whatever is interrupted later is still marked.
+    """
+    item[PENDING] = True
+    with item._db.transaction() as tx:
+        tx.mutate(f"INSERT INTO {item._flex_table} (entity_id, key, value) VALUES (?, ?, ?)",
+                  (item.id, PENDING, types.BOOLEAN.to_sql(True)))
 
 
 def _quiet_decoders() -> Any:
