@@ -23,10 +23,10 @@ def display_text(text: str | os.PathLike | bytes | None) -> str:
     """
     if text is None:
         return ""
-    if isinstance(text, bytes):
-        return text.decode("utf-8", "backslashreplace")
-    return os.fsencode(os.fspath(text)).decode("utf-8", "backslashreplace") if isinstance(text, os.PathLike) \
-        else str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(text, os.PathLike):
+        text = os.fspath(text)
+    raw = text if isinstance(text, bytes) else str(text).encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _result_for_output(res: Any) -> dict[str, Any]:

@@ -218,8 +218,9 @@ def clean_lyrics(text: str | None) -> list[str]:
         text = bytes(text).decode("utf-8", errors="replace")
     if not isinstance(text, str):
         return []
-    # The plugin asks "are there words?" before the model cleans the same text: cached.
-    return list(_clean_cached(text))
+    # The plugin asks "are there words?" before the model cleans the same text: cached,
+    # keyed by the part that is read at all, so the cache's keys stay small.
+    return list(_clean_cached(text[:MAX_LYRICS_CHARS]))
 
 
 @lru_cache(maxsize=256)

@@ -448,6 +448,8 @@ class MMGenrePlugin(BeetsPlugin):
 
         Only those tags change (see filewrite); on failure the file is left as it was.
         """
+        from mmgenre_core.cli import display_text
+
         from .filewrite import FileWriteError, write_genres
 
         lyrics = item.get("lyrics", with_album=False) if self.config["store_lyrics"].get(bool) else None
@@ -458,7 +460,7 @@ class MMGenrePlugin(BeetsPlugin):
                          id3v23=config["id3v23"].get(bool))
         except FileWriteError as exc:
             self._log.warning("cannot write the genres of {} to {}: {}", item,
-                              _shown_path(item.path), exc)
+                              display_text(item.path), exc)
             return False
         item.mtime = item.current_mtime()  # so `beet update` does not take our write for an outside change
         return True
@@ -805,8 +807,10 @@ class MMGenrePlugin(BeetsPlugin):
             with _quiet_decoders():
                 self._tag_task(session.lib, task, items, options, mode, summary)
         except Exception as exc:  # one bad task must not abort the import
+            from mmgenre_core.cli import display_text
+
             self._log.warning("could not tag genres of {}: {}", task.paths and
-                              _shown_path(task.paths[0]) or task, exc)
+                              display_text(task.paths[0]) or task, exc)
             self._log.debug("mmgenre import stage error", exc_info=True)
             return
         self._log.debug("import: {}", summary.describe())
@@ -892,12 +896,6 @@ def _restore_fields(item: Item, before: dict[str, Any]) -> None:
                 del item[key]
         else:
             item[key] = value
-
-
-def _shown_path(path: bytes | str) -> str:
-    """A path as printable text (bytes that are not UTF-8 shown as \\xNN)."""
-    raw = path if isinstance(path, bytes) else os.fsencode(path)
-    return raw.decode("utf-8", "backslashreplace")
 
 
 class _StoreBuffer:

@@ -4,7 +4,8 @@ beets' ``item.try_write()`` writes every field the library holds, so a tag the l
 does not know (lyrics embedded by another tool after import) is overwritten with the
 library's empty value. mmgenre changes only the genre, so it writes only the genre:
 :func:`write_genres` opens the file with mediafile, sets ``genres`` and saves. Every
-other tag stays as it was, and an MP3 keeps its ID3 version (2.3 stays 2.3).
+other tag keeps its value; an MP3's ID3 frames are saved in the version the caller
+asks for (the plugin passes beets' ``id3v23`` setting, as ``beet write`` would).
 
 A failed write must not leave a damaged file (mutagen can fail half-way: a streaming
 WAV with 0xFFFFFFFF sizes got 8 stray bytes appended). So the file is copied aside
@@ -28,16 +29,6 @@ class FileWriteError(Exception):
     """The file could not be written; it was left (or put back) exactly as it was."""
 
 
-def _id3v23_of(path: str) -> bool | None:
-    """True for an MP3 whose ID3 tag is version 2.3 (kept so), None otherwise."""
-    try:
-        from mutagen.id3 import ID3
-
-        return ID3(path).version[:2] == (2, 3)
-    except Exception:  # no ID3 tag, not an MP3: mediafile's default
-        return None
-
-
 def _restore(path: str, backup: str, times: tuple[int, int]) -> None:
     """Copy ``backup``'s bytes back into ``path`` (same inode, owner and mode) and its times."""
     with open(backup, "rb") as src, open(path, "r+b") as dst:
@@ -49,11 +40,11 @@ def _restore(path: str, backup: str, times: tuple[int, int]) -> None:
 
 
 def write_genres(path: str | bytes, genres: Sequence[str], *, lyrics: str | None = None,
-                 id3v23: bool | None = None) -> None:
+                 id3v23: bool = False) -> None:
     """Set the genre tag of the audio file at ``path`` to ``genres`` (and, when given,
     its lyrics: ``store_lyrics``), changing nothing else.
 
-    ``id3v23``: the ID3 version for MP3s (default: the file's own). Raises
+    ``id3v23``: save MP3 tags as ID3v2.3 (default: v2.4, mediafile's and beets'). Raises
     :class:`FileWriteError` with a one-line reason; the file is then unchanged.
     """
     from mediafile import MediaFile
@@ -63,10 +54,13 @@ def write_genres(path: str | bytes, genres: Sequence[str], *, lyrics: str | None
         raise FileWriteError("the file is gone" if not os.path.lexists(path) else "not a regular file")
     # The mode bits count even for root (who may write anything): a file its owner
     # made read-only is left alone.
-    if not os.access(path, os.R_OK | os.W_OK) or not os.stat(path).st_mode & 0o222:
-        raise FileWriteError("the file is read-only")
     try:
         stat = os.stat(path)
+    except OSError as exc:
+        raise FileWriteError(f"cannot be read ({exc.strerror or exc})") from exc
+    if not os.access(path, os.R_OK | os.W_OK) or not stat.st_mode & 0o222:
+        raise FileWriteError("the file is read-only")
+    try:
         fd, backup = tempfile.mkstemp(prefix=".mmgenre-", suffix=".bak", dir=_backup_folder(path, stat.st_size))
     except OSError as exc:
         raise FileWriteError(f"cannot make a safety copy ({exc.strerror or exc})") from exc
@@ -74,9 +68,8 @@ def write_genres(path: str | bytes, genres: Sequence[str], *, lyrics: str | None
     try:
         with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
             shutil.copyfileobj(src, out, 1 << 20)
-        version = _id3v23_of(path) if id3v23 is None else id3v23
         try:
-            media = MediaFile(path, id3v23=bool(version))
+            media = MediaFile(path, id3v23=id3v23)
             media.genres = list(genres)
             if lyrics is not None:
                 media.lyrics = lyrics
