@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .audio import load_windows
+from .calibration import read_temperatures
 from .checkpoint import Checkpoint, load_checkpoint
 from .device import autocast, resolve_device
 from .errors import AudioError, CheckpointError, ModelNotFoundError
@@ -127,6 +128,7 @@ class GenreClassifier:
             self.vocab = Vocabulary.from_list(checkpoint.vocab) if checkpoint.model_config.use_lyrics else None
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{checkpoint.path or 'checkpoint'}: unusable vocabulary ({exc})") from exc
+        self.temperatures = read_temperatures(checkpoint)
         if self_test:
             self.self_test()
 
@@ -211,14 +213,21 @@ class GenreClassifier:
 
     # ----------------------------------------------------------------- inference
     @torch.inference_mode()
-    def _run_batch(self, windows: list[np.ndarray | None], lyrics: list[str | None],
-                   return_attention: bool) -> tuple[np.ndarray, list]:
-        """windows: per track (num_windows, samples) or None; -> probabilities (batch, n_genres)."""
+    def _window_logits(self, windows: list[np.ndarray | None], lyrics: list[str | None],
+                       return_attention: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+        """The model's raw answers, before calibration and averaging.
+
+        windows: per track (num_windows, samples) or None. Returns logits
+        [shape=(rows, n_genres)] (a row per window, or per track for a lyrics-only
+        model), the track of each row [shape=(rows,)], whether each row's track has
+        lyrics [shape=(rows,)] and the HAN's attention (word, line) when asked.
+        """
         model, device = self.model, self.device
         batch = len(lyrics)
         with autocast(device):
             lyrics_vec = None
             word_att = line_att = None
+            has_lyrics = torch.tensor([bool(t) for t in lyrics], device=device)
             if self.uses_lyrics:
                 if any(lyrics):
                     ids, mask, has = encode_batch(lyrics, vocab=self.vocab, config=self.text_config)
@@ -226,6 +235,8 @@ class GenreClassifier:
                     lyrics_vec, word_att, line_att = han.vector, han.word_attention, han.line_attention
                 else:  # the common case: no track of the batch has lyrics; skip the HAN
                     lyrics_vec = model.absent_lyrics(batch)
+            else:
+                has_lyrics = torch.zeros_like(has_lyrics)
             if self.checkpoint.model_config.use_audio:
                 counts = [w.shape[0] for w in windows]
                 stacked = torch.from_numpy(np.concatenate(windows, axis=0))  # (sum windows, samples)
@@ -238,18 +249,39 @@ class GenreClassifier:
                 chunk = self.cpu_audio_chunk if device.type == "cpu" else stacked.shape[0]
                 audio_vec = torch.cat([model.encode_audio(model.frontend(part))  # (chunk, audio_dim)
                                        for part in stacked.split(chunk)], dim=0)
-                track_of_window = torch.repeat_interleave(torch.arange(batch, device=device),
-                                                          torch.tensor(counts, device=device))
-                lyr = None if lyrics_vec is None else lyrics_vec[track_of_window]
-                probs = torch.softmax(model.classify(audio_vec, lyr).float(), dim=-1)  # (sum windows, n_genres)
-                # Track score = mean over its windows.
-                track_probs = torch.zeros((batch, probs.shape[1]), device=device).index_add_(0, track_of_window, probs)
-                track_probs /= torch.tensor(counts, device=device, dtype=torch.float32).unsqueeze(1)
+                track_of_row = torch.repeat_interleave(torch.arange(batch, device=device),
+                                                       torch.tensor(counts, device=device))
+                lyr = None if lyrics_vec is None else lyrics_vec[track_of_row]
+                logits = model.classify(audio_vec, lyr).float()  # (sum windows, n_genres)
             else:
-                track_probs = torch.softmax(model.classify(None, lyrics_vec).float(), dim=-1)
+                track_of_row = torch.arange(batch, device=device)
+                logits = model.classify(None, lyrics_vec).float()
         attention = []
         if return_attention and word_att is not None:
             attention = [word_att.float().cpu().numpy(), line_att.float().cpu().numpy()]
+        return logits, track_of_row, has_lyrics[track_of_row], attention
+
+    def _row_temperatures(self, has_lyrics: torch.Tensor) -> torch.Tensor:
+        """The calibration temperature of each row [shape=(rows, 1)], by what it heard."""
+        t = self.temperatures
+        if self.checkpoint.model_config.use_audio:
+            both, audio = t["both"], t["audio"]
+            return torch.where(has_lyrics, both, audio).unsqueeze(1).to(torch.float32)
+        return torch.full((has_lyrics.shape[0], 1), t["lyrics"], device=has_lyrics.device)
+
+    @torch.inference_mode()
+    def _run_batch(self, windows: list[np.ndarray | None], lyrics: list[str | None],
+                   return_attention: bool) -> tuple[np.ndarray, list]:
+        """windows: per track (num_windows, samples) or None; -> probabilities (batch, n_genres).
+
+        Calibrated per window (logits / temperature), then the track score is the mean
+        over its windows.
+        """
+        logits, track_of_row, has_lyrics, attention = self._window_logits(windows, lyrics, return_attention)
+        probs = torch.softmax(logits / self._row_temperatures(has_lyrics), dim=-1)
+        batch = len(lyrics)
+        track_probs = torch.zeros((batch, probs.shape[1]), device=probs.device).index_add_(0, track_of_row, probs)
+        track_probs /= torch.bincount(track_of_row, minlength=batch).clamp(min=1).unsqueeze(1).float()
         return track_probs.cpu().numpy(), attention
 
     def _make_result(self, path: str | None, probs: np.ndarray, lyrics_source: str, top_k: int) -> TrackPrediction:
@@ -373,13 +405,20 @@ class GenreClassifier:
         return out
 
     @torch.inference_mode()
-    def _predict_lyrics_batch(self, texts: list[str | None], return_attention: bool) -> tuple[np.ndarray, list]:
+    def _lyrics_logits(self, texts: list[str | None], return_attention: bool) -> tuple[torch.Tensor, list]:
+        """Lyrics alone (the audio branch, if any, gets its "absent" vector): raw logits
+        [shape=(len(texts), n_genres)] and the HAN's attention (word, line) when asked."""
         model, device = self.model, self.device
         ids, mask, has = encode_batch(texts, vocab=self.vocab, config=self.text_config)
         with autocast(device):
             han = model.encode_lyrics(ids.to(device), mask.to(device), has.to(device))
             audio_vec = model.absent_audio(len(texts)) if self.checkpoint.model_config.use_audio else None
-            probs = torch.softmax(model.classify(audio_vec, han.vector).float(), dim=-1)
+            logits = model.classify(audio_vec, han.vector).float()
         att = [han.word_attention.float().cpu().numpy(), han.line_attention.float().cpu().numpy()] \
             if return_attention else []
+        return logits, att
+
+    def _predict_lyrics_batch(self, texts: list[str | None], return_attention: bool) -> tuple[np.ndarray, list]:
+        logits, att = self._lyrics_logits(texts, return_attention)
+        probs = torch.softmax(logits / self.temperatures["lyrics"], dim=-1)
         return probs.cpu().numpy(), att
