@@ -248,7 +248,8 @@ def example_weights(cfg: TrainConfig, table: Table) -> np.ndarray | None:
     that have the same modalities (audio only, lyrics only, both), because each group
     is its own classification problem: on a collection of audio clips and separate
     lyrics, balancing over the union would weigh a genre's lyrics by how many clips
-    of it there are.
+    of it there are. ``train.class_weight_power`` raises the weights to a power
+    (0.5: their square root).
     """
     mode = cfg.train.class_weights
     if mode == "none":
@@ -264,7 +265,7 @@ def example_weights(cfg: TrainConfig, table: Table) -> np.ndarray | None:
         y = table.labels[members & train_mask]
         counts = np.bincount(y, minlength=k).astype(np.float64)
         per_genre = np.where(counts > 0, len(y) / (np.count_nonzero(counts) * np.maximum(counts, 1)), 0.0)
-        weights[members] = per_genre[table.labels[members]]
+        weights[members] = per_genre[table.labels[members]] ** cfg.train.class_weight_power
     return weights
 
 
@@ -645,6 +646,7 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
         best.metadata["epochs_run"] = len(history)
         from training.model_card import stamp
 
+        best.metadata["calibration"] = _calibrate(best, data, out, rt.device)
         stamp(best, cfg.card)  # the text `mmgenre info` prints
         save_checkpoint(out / "model.pt", best)
     metrics = {
@@ -663,6 +665,24 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
         _write_json(out / "metrics.json", metrics)
         log.info("best epoch %d (%s %.4f); model: %s", best_epoch + 1, t.select, best_value, out / "model.pt")
     return metrics
+
+
+def _calibrate(best: Any, data: TrainData, out: Path, device: torch.device) -> dict[str, Any]:
+    """Temperatures fitted on the validation split as inference computes (training/calibrate.py);
+    RUN_DIR/reliability.png shows the test split before and after."""
+    from mmgenre_core.predict import GenreClassifier
+    from training.calibrate import calibrate, reliability_png
+
+    split_of = dict(zip(data.table.keys, data.table.splits))
+    by_split = {s: [e for e in data.dataset.examples if split_of.get(e.key) == s] for s in ("valid", "test")}
+    best.metadata.pop("calibration", None)
+    result = calibrate(GenreClassifier(best, device=device, self_test=False), by_split["valid"], by_split["test"])
+    reliability_png(result, out / "reliability.png")
+    for split, kinds in result["ece"].items():
+        for kind, e in kinds.items():
+            log.info("calibration (%s, %s, %d): T=%.3f, ECE %.3f -> %.3f", split, kind, e["n"],
+                     result["temperature"][kind], e["before"], e["after"])
+    return result
 
 
 def _write_examples(path: Path, data: TrainData) -> None:
