@@ -83,6 +83,17 @@ def test_example_weights(tmp_path, mode, expected):
         assert np.allclose(got, expected)
 
 
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_class_weight_power_raises_the_balanced_weights(tmp_path, power):
+    table = _table(labels=[0, 0, 0, 1, 0, 2, 0], splits=["train"] * 6 + ["valid"],
+                   mel_row=[0, 1, 2, 3, -1, -1, 4], lyr_row=[-1, -1, -1, -1, 0, 1, -1])
+    path = tmp_path / "c.json"
+    path.write_text('{"data": {"lyrics": [{"type": "jsonl", "path": "x.jsonl"}]}}')
+    cfg = load_config(path, ["train.class_weights=balanced_per_modality", f"train.class_weight_power={power}"])
+    full = np.array([2 / 3, 2 / 3, 2 / 3, 2.0, 1.0, 1.0, 2 / 3])
+    assert np.allclose(example_weights(cfg, table), full ** power)
+
+
 def test_unknown_class_weights_are_refused(tmp_path):
     from mmgenre_core.errors import ConfigError
 
@@ -92,6 +103,9 @@ def test_unknown_class_weights_are_refused(tmp_path):
         load_config(path, ["train.class_weights=per_genre"])
     with pytest.raises(ConfigError, match="probe_l2"):
         load_config(path, ["train.probe_l2=[]"])
+    for bad in ("2", "-0.5", "true"):
+        with pytest.raises(ConfigError, match="class_weight_power"):
+            load_config(path, [f"train.class_weight_power={bad}"])
 
 
 @pytest.mark.parametrize(

@@ -122,6 +122,10 @@ class OptimConfig:
     # Class weights of the loss: none | balanced (n / (k * count)) | balanced_per_modality
     # (balanced within each group of examples with the same modalities).
     class_weights: str = "none"
+    # The class weights raised to this power: 1 = fully balanced, 0.5 = square root (a rare
+    # genre still counts more per example, but a genre of 4 clips no longer weighs 15x a
+    # genre of 60 and bloats its decision region), 0 = unweighted.
+    class_weight_power: float = 1.0
     # Random crops of this many seconds of the 30-s log-mel in training (None = whole).
     crop_seconds: float | None = None
     # Validation/test on a centre crop of this many seconds (None = the whole window,
@@ -213,6 +217,9 @@ class TrainConfig:
         if t.class_weights not in ("none", "balanced", "balanced_per_modality"):
             raise ConfigError("train.class_weights must be none, balanced or balanced_per_modality, "
                               f"not {t.class_weights!r}")
+        if isinstance(t.class_weight_power, bool) or not isinstance(t.class_weight_power, (int, float)) \
+                or not 0 <= t.class_weight_power <= 1:
+            raise ConfigError(f"train.class_weight_power must be a number in [0, 1], not {t.class_weight_power!r}")
         if t.batch_size < 1 or t.epochs < 0 or t.lr <= 0:
             raise ConfigError("train.batch_size >= 1, train.epochs >= 0 and train.lr > 0 are required")
         if not t.probe_l2 or any(not (isinstance(v, (int, float)) and v >= 0) for v in t.probe_l2):
