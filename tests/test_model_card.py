@@ -59,3 +59,26 @@ def test_model_card_cli_stamps_the_comparison_without_touching_weights(tmp_path,
     assert "Compared with classic baselines" in again.metadata["model_card"]
     assert again.metrics["comparison"]["seeds"] == [0, 1]
     assert all(torch.equal(again.state_dict[k], v) for k, v in ckpt.state_dict.items())
+
+
+CV = {"command": "python benchmarks/cv_pool.py", "clips": 130, "folds": 5,
+      "genres": {"Pop": 80, "Rock": 40, "Folk": 10},
+      "methods": {"probe": {"per_genre_recall": {"Pop": 0.9, "Rock": 0.55, "Folk": 0.0},
+                            "per_genre_f1": {"Pop": 0.8, "Rock": 0.6, "Folk": 0.0}}}}
+
+
+def test_per_genre_table_says_reliable_weak_or_not_supported():
+    from training.model_card import per_genre_from
+
+    ckpt = _checkpoint()
+    rows = per_genre_from(CV, ckpt)["genres"]
+    # Pop: 80 clips, recall and F1 >= 0.6; Rock: recall 0.55; Folk: not one of the model's genres.
+    assert {g: r["verdict"] for g, r in rows.items()} == {"Pop": "reliable", "Rock": "weak", "Folk": "not supported"}
+    ckpt.metrics["per_genre"] = per_genre_from(CV, ckpt)
+    ckpt.metadata["calibration"] = {"method": "temperature scaling", "fitted_on": "validation split",
+                                    "temperature": {"audio": 1.5, "lyrics": 0.8, "both": 1.1},
+                                    "ece": {"test": {"audio": {"n": 40, "before": 0.2, "after": 0.05}}}}
+    card = build_card(ckpt)
+    assert "| Pop | 80 | 0.900 | 0.800 | reliable |" in card
+    assert "| Folk | 10 | 0.000 | 0.000 | not supported |" in card
+    assert "## Calibration" in card and "audio T=1.50" in card and "audio 0.200 -> 0.050 (40 tracks)" in card

@@ -99,6 +99,25 @@ def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
                 f"{_pct(mean.get('accuracy_mean'))} ± {_pct(mean.get('accuracy_sd'))} | "
                 f"{_f(mean.get('macro_f1_mean'))} ± {_f(mean.get('macro_f1_sd'))} |")
         lines.append("")
+    per_genre = metrics.get("per_genre") or {}
+    if per_genre.get("genres"):
+        lines += [f"## Per genre, from audio ({per_genre.get('source', 'cross-validation')})",
+                  "| genre | labelled clips | CV recall | CV F1 | verdict |", "|---|---|---|---|---|"]
+        for genre, row in per_genre["genres"].items():
+            lines.append(f"| {genre} | {row.get('clips', '-')} | {_f(row.get('recall'))} | {_f(row.get('f1'))} | "
+                         f"{row.get('verdict', '-')} |")
+        lines += [per_genre.get("rule", ""), ""]
+    calibration = meta.get("calibration") or {}
+    if calibration.get("temperature"):
+        temps = calibration["temperature"]
+        lines += ["## Calibration",
+                  f"{calibration.get('method', 'temperature scaling')}, fitted on the {calibration.get('fitted_on', '-')}: "
+                  + ", ".join(f"{k} T={v:.2f}" for k, v in temps.items())
+                  + ". Expected calibration error (10 bins) before -> after:"]
+        for split, kinds in (calibration.get("ece") or {}).items():
+            lines.append(f"- {split}: " + "; ".join(
+                f"{kind} {e['before']:.3f} -> {e['after']:.3f} ({e['n']} tracks)" for kind, e in kinds.items()))
+        lines.append("")
     if card.get("limits"):
         lines += ["## Known limits", card["limits"].strip(), ""]
     if card.get("licences"):
@@ -125,6 +144,30 @@ def comparison_from(results: dict[str, Any], *, command: str | None = None) -> d
             "command": command or "python benchmarks/baselines.py --split-seeds ..."}
 
 
+#: The plain word for a genre's audio quality: "reliable" when cross-validation
+#: recognises it (recall and F1 >= 0.6) on at least 20 labelled clips.
+VERDICT_RULE = ("Verdict: reliable = at least 20 labelled clips and CV recall and F1 >= 0.6; weak = the model "
+                "answers it but below that; not supported = the model cannot answer it from audio.")
+
+
+def per_genre_from(cv: dict[str, Any], ckpt: Checkpoint, *, method: str = "probe") -> dict[str, Any]:
+    """The card's per-genre table from ``benchmarks/cv_pool.py --json`` output."""
+    m = cv["methods"][method]
+    rows = {}
+    for genre, clips in cv["genres"].items():
+        recall, f1 = m["per_genre_recall"].get(genre), m["per_genre_f1"].get(genre)
+        if genre not in ckpt.genres:
+            verdict = "not supported"
+        elif clips >= 20 and recall >= 0.6 and f1 >= 0.6:
+            verdict = "reliable"
+        else:
+            verdict = "weak"
+        rows[genre] = {"clips": clips, "recall": recall, "f1": f1, "verdict": verdict}
+    source = (f"`{cv.get('command', 'python benchmarks/cv_pool.py')}`: {cv['folds']}-fold artist-grouped "
+              f"cross-validation over all {cv['clips']} labelled clips, method {method!r}")
+    return {"source": source, "genres": rows, "rule": VERDICT_RULE}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="checkpoint to stamp (rewritten atomically)")
@@ -134,6 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="add the baselines comparison written by "
                              "`benchmarks/baselines.py --split-seeds ... --json JSON` to the card")
     parser.add_argument("--command", help="with --comparison: the command that measured it, as shown in the card")
+    parser.add_argument("--per-genre", metavar="JSON",
+                        help="add the per-genre table from `benchmarks/cv_pool.py --json JSON`")
+    parser.add_argument("--per-genre-method", default="probe",
+                        help="which of cv_pool's methods the table shows (default: probe, the logistic "
+                             "regression over musicnn's features that is also this model's audio head)")
     parser.add_argument("--out", help="write here instead of over --model")
     args = parser.parse_args(argv)
     ckpt = load_checkpoint(args.model)
@@ -142,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         results = json.loads(Path(args.comparison).read_text(encoding="utf-8"))
         ckpt.metrics["comparison"] = comparison_from(results, command=args.command)
+    if args.per_genre:
+        import json
+
+        cv = json.loads(Path(args.per_genre).read_text(encoding="utf-8"))
+        ckpt.metrics["per_genre"] = per_genre_from(cv, ckpt, method=args.per_genre_method)
     card = (ckpt.metadata.get("config") or {}).get("card")
     if args.config:
         from training.config import load_config
