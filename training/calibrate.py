@@ -105,7 +105,11 @@ def calibrate(clf, valid: Sequence[Any], test: Sequence[Any] = ()) -> dict[str, 
     "method", "fitted_on", "ece": {split: {kind: {"before", "after", "n", "accuracy"}}},
     "reliability": {split: {kind: {"before": bins, "after": bins}}}}.
     """
-    fit_on = collect_logits(clf, valid)
+    from mmgenre_core.native_stderr import filtered_native_stderr
+
+    with filtered_native_stderr():  # libmpg123's warnings on GTZAN's VBR frames are noise here
+        fit_on = collect_logits(clf, valid)
+        held_out = collect_logits(clf, test) if test else {}
     temperatures = {k: fit_temperature(b["logits"], b["track"], b["labels"]) for k, b in fit_on.items()}
     fitted = [temperatures[k] for k in ("audio", "lyrics") if k in temperatures]
     for kind in KINDS:  # a kind never seen in validation: the geometric mean of those that were
@@ -113,7 +117,7 @@ def calibrate(clf, valid: Sequence[Any], test: Sequence[Any] = ()) -> dict[str, 
             temperatures[kind] = round(math.exp(np.mean(np.log(fitted))), 4) if fitted else 1.0
     ece: dict[str, dict] = {}
     reliability: dict[str, dict] = {}
-    for split, blocks in (("valid", fit_on), ("test", collect_logits(clf, test) if test else {})):
+    for split, blocks in (("valid", fit_on), ("test", held_out)):
         for kind, block in blocks.items():
             before, after = _scores(block, 1.0), _scores(block, temperatures[kind])
             ece.setdefault(split, {})[kind] = {"n": before["n"], "before": before["ece"], "after": after["ece"],
