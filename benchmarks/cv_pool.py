@@ -256,15 +256,18 @@ def main(argv: list[str] | None = None) -> int:
                for r in clf.predict([pool[i]["path"] for i in test], use_lyrics=False, top_k=1)]
     summary["shipped_on_its_test_split"] = {"model": clf.model_id, "n": len(test), "by_source": {}}
     print(f"\nthe shipped {clf.model_id} on its own artist-disjoint test split ({len(test)} clips), "
-          "against the probe's cross-validated answers on the same clips:")
+          "against the probe's and the head's cross-validated answers on the same clips:")
     for source in sorted({pool[i]["source"] for i in test}) + ["all"]:
         rows = [k for k, i in enumerate(test) if source == "all" or pool[i]["source"] == source]
         truth = [y[test[k]] for k in rows]
         ours = float(accuracy_score(truth, [shipped[k] for k in rows]))
         probe_same = float(accuracy_score(truth, [predicted["probe"][test[k]] for k in rows]))
+        head_same = float(accuracy_score(truth, [predicted["head"][test[k]] for k in rows]))
         summary["shipped_on_its_test_split"]["by_source"][source] = {"n": len(rows), "accuracy": ours,
-                                                                    "probe_accuracy_same_clips": probe_same}
-        print(f"  {source:<8} {len(rows):>4} clips: shipped {ours:.3f}, probe (CV) {probe_same:.3f}")
+                                                                    "probe_accuracy_same_clips": probe_same,
+                                                                    "head_accuracy_same_clips": head_same}
+        print(f"  {source:<8} {len(rows):>4} clips: shipped {ours:.3f}, probe (CV) {probe_same:.3f}, "
+              f"head (CV) {head_same:.3f}")
 
     if args.png:
         import matplotlib
