@@ -233,6 +233,8 @@ class GenreClassifier:
                     ids, mask, has = encode_batch(lyrics, vocab=self.vocab, config=self.text_config)
                     han = model.encode_lyrics(ids.to(device), mask.to(device), has.to(device))
                     lyrics_vec, word_att, line_att = han.vector, han.word_attention, han.line_attention
+                    # Lyrics the encoder found no words in ran as "absent": calibrate them as audio alone.
+                    has_lyrics = has.to(device) & mask.to(device).flatten(1).any(dim=1)
                 else:  # the common case: no track of the batch has lyrics; skip the HAN
                     lyrics_vec = model.absent_lyrics(batch)
             else:
