@@ -24,7 +24,7 @@ musicnn features are the mean over the 3-s patches of four windows spread over t
 file (the shipped model's own windows), so they describe the whole clip.
 
 Prints per-method accuracy and macro-F1 (mean ± sd over folds, with paired
-differences against the probe), per-genre recall and F1, and writes ``--json`` and a
+differences against the probe, and of ``head`` against every other method), per-genre recall and F1, and writes ``--json`` and a
 confusion-matrix PNG of ``head``.
 
     python benchmarks/cv_pool.py [--folds 5] [--json benchmarks/results/cv_pool.json] [--png cv_pool.png]
@@ -229,6 +229,19 @@ def main(argv: list[str] | None = None) -> int:
                                y, predicted[method], labels=genres, average=None, zero_division=0))))}
         print(f"{method:<16} {acc.mean():>8.3f} ± {acc.std(ddof=1):.3f} {f1.mean():>8.3f} ± {f1.std(ddof=1):.3f}"
               f" {diff.mean():>+9.3f} ± {diff.std(ddof=1):.3f}")
+    # The model's head recipe against every other method, paired fold by fold.
+    head_acc = np.array([f["accuracy"] for f in per_fold["head"]])
+    head_f1 = np.array([f["macro_f1"] for f in per_fold["head"]])
+    print(f"\nhead minus each method, paired by fold: accuracy, macro-F1, folds where head is better")
+    summary["head_paired"] = {}
+    for method in methods[:-1]:
+        da = head_acc - np.array([f["accuracy"] for f in per_fold[method]])
+        df = head_f1 - np.array([f["macro_f1"] for f in per_fold[method]])
+        summary["head_paired"][method] = {"accuracy_diff_mean": float(da.mean()), "accuracy_diff_sd": float(da.std(ddof=1)),
+                                          "macro_f1_diff_mean": float(df.mean()), "macro_f1_diff_sd": float(df.std(ddof=1)),
+                                          "wins": int((da > 0).sum()), "folds": len(da)}
+        print(f"  vs {method:<16} {da.mean():+.3f} ± {da.std(ddof=1):.3f}  {df.mean():+.3f} ± {df.std(ddof=1):.3f}"
+              f"  {int((da > 0).sum())} of {len(da)}")
     print("\nEmotify clips alone (4 genres), same folds:")
     for name, accs in emotify_acc.items():
         print(f"  {name:<45} {np.mean(accs):.3f} ± {np.std(accs, ddof=1):.3f}  (folds: "
