@@ -227,7 +227,7 @@ class GenreClassifier:
         with autocast(device):
             lyrics_vec = None
             word_att = line_att = None
-            has_lyrics = torch.tensor([bool(t) for t in lyrics], device=device)
+            has_lyrics = torch.zeros(batch, dtype=torch.bool, device=device)
             if self.uses_lyrics:
                 if any(lyrics):
                     ids, mask, has = encode_batch(lyrics, vocab=self.vocab, config=self.text_config)
@@ -237,8 +237,6 @@ class GenreClassifier:
                     has_lyrics = has.to(device) & mask.to(device).flatten(1).any(dim=1)
                 else:  # the common case: no track of the batch has lyrics; skip the HAN
                     lyrics_vec = model.absent_lyrics(batch)
-            else:
-                has_lyrics = torch.zeros_like(has_lyrics)
             if self.checkpoint.model_config.use_audio:
                 counts = [w.shape[0] for w in windows]
                 stacked = torch.from_numpy(np.concatenate(windows, axis=0))  # (sum windows, samples)

@@ -17,7 +17,6 @@ on the validation split and, independently of the fit, on the test split.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import math
 import sys
@@ -157,33 +156,41 @@ def reliability_png(calibration: dict[str, Any], path: str | Path, *, split: str
     return Path(path)
 
 
-def examples_of_run(run_dir: Path, split: str, data) -> list[Any]:
-    """The examples of ``split`` in RUN_DIR/examples.csv, as the run's dataset holds them."""
-    by_key = {e.key: e for e in data.dataset.examples}
-    with open(run_dir / "examples.csv", newline="", encoding="utf-8") as fh:
-        return [by_key[row["key"]] for row in csv.DictReader(fh) if row["split"] == split and row["key"] in by_key]
+def calibrate_checkpoint(ckpt, data, out_dir: str | Path, device: Any = "cpu") -> dict[str, Any]:
+    """Calibrate ``ckpt`` on the validation split of ``data`` (training.train.TrainData),
+    measure the test split, write ``out_dir/reliability.png`` and log the ECEs.
+
+    Returns what goes into ``ckpt.metadata["calibration"]``; an earlier calibration of
+    the checkpoint is dropped first, so the fit starts from its raw logits.
+    """
+    from mmgenre_core.predict import GenreClassifier
+
+    split_of = dict(zip(data.table.keys, data.table.splits))
+    by_split = {s: [e for e in data.dataset.examples if split_of.get(e.key) == s] for s in ("valid", "test")}
+    ckpt.metadata.pop("calibration", None)
+    result = calibrate(GenreClassifier(ckpt, device=device, self_test=False), by_split["valid"], by_split["test"])
+    reliability_png(result, Path(out_dir) / "reliability.png")
+    for split, kinds in result["ece"].items():
+        for kind, e in kinds.items():
+            log.info("calibration (%s, %s, %d): T=%.3f, ECE %.3f -> %.3f", split, kind, e["n"],
+                     result["temperature"][kind], e["before"], e["after"])
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--run", type=Path, required=True, help="the run folder (examples.csv, config.json)")
+    parser.add_argument("--run", type=Path, required=True, help="the run folder (its config.json gives the splits)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from mmgenre_core.checkpoint import load_checkpoint, save_checkpoint
-    from mmgenre_core.predict import GenreClassifier
     from training.config import load_config
     from training.train import load_data
 
-    cfg = load_config(args.run / "config.json")
-    data = load_data(cfg, progress=False)
+    data = load_data(load_config(args.run / "config.json"), progress=False)  # the run's own splits
     ckpt = load_checkpoint(args.model)
-    ckpt.metadata.pop("calibration", None)
-    clf = GenreClassifier(ckpt, device="cpu")
-    result = calibrate(clf, examples_of_run(args.run, "valid", data), examples_of_run(args.run, "test", data))
-    ckpt.metadata["calibration"] = result
+    result = ckpt.metadata["calibration"] = calibrate_checkpoint(ckpt, data, args.run)
     save_checkpoint(args.model, ckpt)
-    reliability_png(result, args.run / "reliability.png")
     print({"temperature": result["temperature"], "ece": result["ece"]})
     return 0
 

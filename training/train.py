@@ -646,7 +646,10 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
         best.metadata["epochs_run"] = len(history)
         from training.model_card import stamp
 
-        best.metadata["calibration"] = _calibrate(best, data, out, rt.device)
+        from training.calibrate import calibrate_checkpoint
+
+        # Temperatures fitted on the validation split as inference computes; RUN_DIR/reliability.png.
+        best.metadata["calibration"] = calibrate_checkpoint(best, data, out, rt.device)
         stamp(best, cfg.card)  # the text `mmgenre info` prints
         save_checkpoint(out / "model.pt", best)
     metrics = {
@@ -665,24 +668,6 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
         _write_json(out / "metrics.json", metrics)
         log.info("best epoch %d (%s %.4f); model: %s", best_epoch + 1, t.select, best_value, out / "model.pt")
     return metrics
-
-
-def _calibrate(best: Any, data: TrainData, out: Path, device: torch.device) -> dict[str, Any]:
-    """Temperatures fitted on the validation split as inference computes (training/calibrate.py);
-    RUN_DIR/reliability.png shows the test split before and after."""
-    from mmgenre_core.predict import GenreClassifier
-    from training.calibrate import calibrate, reliability_png
-
-    split_of = dict(zip(data.table.keys, data.table.splits))
-    by_split = {s: [e for e in data.dataset.examples if split_of.get(e.key) == s] for s in ("valid", "test")}
-    best.metadata.pop("calibration", None)
-    result = calibrate(GenreClassifier(best, device=device, self_test=False), by_split["valid"], by_split["test"])
-    reliability_png(result, out / "reliability.png")
-    for split, kinds in result["ece"].items():
-        for kind, e in kinds.items():
-            log.info("calibration (%s, %s, %d): T=%.3f, ECE %.3f -> %.3f", split, kind, e["n"],
-                     result["temperature"][kind], e["before"], e["after"])
-    return result
 
 
 def _write_examples(path: Path, data: TrainData) -> None:
