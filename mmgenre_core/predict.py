@@ -9,6 +9,7 @@ result and the run goes on.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -27,6 +28,7 @@ from .calibration import read_temperatures
 from .checkpoint import Checkpoint, load_checkpoint
 from .device import autocast, resolve_device
 from .errors import AudioError, CheckpointError, ModelNotFoundError
+from .feature_cache import FeatureCache, FileIdentity, backbone_id
 from .tags import read_embedded_lyrics
 from .text import Vocabulary, encode_batch, has_words
 
@@ -88,10 +90,12 @@ class TrackPrediction:
 @dataclass
 class _Decoded:
     index: int
-    windows: np.ndarray | None  # (num_windows, samples) float32
+    windows: np.ndarray | None  # (num_windows, samples) float32; None when features came from the cache
     lyrics: str | None
     lyrics_source: str
     error: str | None
+    features: np.ndarray | None = None  # (num_windows, audio_dim) float32, from the feature cache
+    ident: FileIdentity | None = None  # the file's cache identity, to store what gets computed
 
 
 def _resolve_lyrics(lyrics: Sequence[str | None] | Mapping[str, str | None] | None,
@@ -113,12 +117,14 @@ class GenreClassifier:
     >>> [r.top.genre for r in clf.predict(["song.mp3"])]  # doctest: +SKIP
     """
 
-    #: Windows per audio forward pass on the CPU (see _run_batch).
+    #: Windows per audio forward pass on the CPU (see _audio_features).
     cpu_audio_chunk = 4
 
     def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device = "auto",
-                 self_test: bool = True) -> None:
+                 self_test: bool = True, feature_cache: FeatureCache | None = None) -> None:
         self.checkpoint = checkpoint
+        #: Backbone features per file (see :mod:`mmgenre_core.feature_cache`); None: always compute.
+        self.feature_cache = feature_cache if checkpoint.model_config.use_audio else None
         self.device = resolve_device(device)
         self.model = checkpoint.build_model().to(self.device)
         self.genres = list(checkpoint.genres)
@@ -133,7 +139,8 @@ class GenreClassifier:
             self.self_test()
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, *, device: str | torch.device = "auto") -> "GenreClassifier":
+    def load(cls, path: str | os.PathLike | None = None, *, device: str | torch.device = "auto",
+             feature_cache: FeatureCache | None = None) -> "GenreClassifier":
         """Load a checkpoint file; ``path=None`` means the default model shipped in the package."""
         if path is None:
             path = default_model_path()
@@ -144,7 +151,7 @@ class GenreClassifier:
                     "and pass its RUN_DIR/model.pt (mmgenre predict --model PATH, or `model:` in the "
                     "beets config)."
                 )
-        return cls(load_checkpoint(path), device=device)
+        return cls(load_checkpoint(path), device=device, feature_cache=feature_cache)
 
     def self_test(self) -> None:
         """One forward pass on a silent window and a short lyric; raises CheckpointError
@@ -161,6 +168,17 @@ class GenreClassifier:
         if not np.isfinite(probs).all():
             raise CheckpointError(f"{self.checkpoint.path or 'checkpoint'}: the model answers NaN on a test run")
 
+    @functools.cached_property
+    def backbone_id(self) -> str | None:
+        """The id of what turns audio into features (front end + audio branch); None without audio."""
+        if not self.checkpoint.model_config.use_audio:
+            return None
+        return backbone_id(self.model, self.audio_config)
+
+    @property
+    def audio_dim(self) -> int:
+        return self.checkpoint.model_config.audio_vector_dim
+
     @property
     def model_id(self) -> str:
         return self.checkpoint.model_id
@@ -172,9 +190,16 @@ class GenreClassifier:
     # ------------------------------------------------------------------ decoding
     def _decode_one(self, index: int, path: str, lyrics: str | None, lyrics_source: str,
                     read_tags: bool) -> _Decoded:
-        windows = None
+        windows = features = ident = None
         error = None
-        if self.checkpoint.model_config.use_audio:
+        cache = self.feature_cache
+        if cache is not None and cache.enabled:
+            try:
+                ident = cache.identify(path)
+                features = cache.get(self.backbone_id, ident, dim=self.audio_dim)
+            except OSError:
+                ident = None  # unreadable: decoding below says why
+        if self.checkpoint.model_config.use_audio and features is None:
             try:
                 windows = load_windows(path, config=self.audio_config)
             except (AudioError, OSError) as exc:
@@ -187,7 +212,7 @@ class GenreClassifier:
             lyrics_source = "tag" if lyrics else "none"
         if lyrics is not None and not has_words(lyrics):
             lyrics = None  # punctuation, labels or blanks only: nothing the model can read
-        return _Decoded(index, windows, lyrics, lyrics_source if lyrics else "none", error)
+        return _Decoded(index, windows, lyrics, lyrics_source if lyrics else "none", error, features, ident)
 
     def _iter_decoded(self, jobs: list[tuple[str, str | None, str]], *, read_tags: bool,
                       num_workers: int, prefetch: int) -> Iterator[_Decoded]:
@@ -213,14 +238,37 @@ class GenreClassifier:
 
     # ----------------------------------------------------------------- inference
     @torch.inference_mode()
-    def _window_logits(self, windows: list[np.ndarray | None], lyrics: list[str | None],
+    def _audio_features(self, windows: list[np.ndarray]) -> list[torch.Tensor]:
+        """The audio branch's features of each track's windows: per track
+        (num_windows, samples) -> [shape=(num_windows, audio_dim)] float32 on the device."""
+        if not windows:
+            return []
+        model, device = self.model, self.device
+        counts = [w.shape[0] for w in windows]
+        stacked = torch.from_numpy(np.concatenate(windows, axis=0))  # (sum windows, samples)
+        if device.type == "cuda":
+            stacked = stacked.pin_memory()
+        stacked = stacked.to(device, non_blocking=True)
+        # On the CPU, features and CNN run a few windows at a time: the full-resolution
+        # activations of a 30-s window are ~40 MB, so this bounds peak memory whatever
+        # the batch size, at no cost in speed. GPUs take the whole batch.
+        chunk = self.cpu_audio_chunk if device.type == "cpu" else stacked.shape[0]
+        with autocast(device):
+            audio_vec = torch.cat([model.encode_audio(model.frontend(part))  # (chunk, audio_dim)
+                                   for part in stacked.split(chunk)], dim=0)
+        return list(audio_vec.float().split(counts))
+
+    @torch.inference_mode()
+    def _window_logits(self, features: list[torch.Tensor] | None, lyrics: list[str | None],
                        return_attention: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
         """The model's raw answers, before calibration and averaging.
 
-        windows: per track (num_windows, samples) or None. Returns logits
-        [shape=(rows, n_genres)] (a row per window, or per track for a lyrics-only
-        model), the track of each row [shape=(rows,)], whether each row's track has
-        lyrics [shape=(rows,)] and the HAN's attention (word, line) when asked.
+        features: per track the audio features of its windows [shape=(num_windows,
+        audio_dim)] (:meth:`_audio_features` or the feature cache), None for a model
+        without audio. Returns logits [shape=(rows, n_genres)] (a row per window, or
+        per track for a lyrics-only model), the track of each row [shape=(rows,)],
+        whether each row's track has lyrics [shape=(rows,)] and the HAN's attention
+        (word, line) when asked.
         """
         model, device = self.model, self.device
         batch = len(lyrics)
@@ -238,17 +286,8 @@ class GenreClassifier:
                 else:  # the common case: no track of the batch has lyrics; skip the HAN
                     lyrics_vec = model.absent_lyrics(batch)
             if self.checkpoint.model_config.use_audio:
-                counts = [w.shape[0] for w in windows]
-                stacked = torch.from_numpy(np.concatenate(windows, axis=0))  # (sum windows, samples)
-                if device.type == "cuda":
-                    stacked = stacked.pin_memory()
-                stacked = stacked.to(device, non_blocking=True)
-                # On the CPU, features and CNN run a few windows at a time: the full-resolution
-                # activations of a 30-s window are ~40 MB, so this bounds peak memory whatever
-                # the batch size, at no cost in speed. GPUs take the whole batch.
-                chunk = self.cpu_audio_chunk if device.type == "cpu" else stacked.shape[0]
-                audio_vec = torch.cat([model.encode_audio(model.frontend(part))  # (chunk, audio_dim)
-                                       for part in stacked.split(chunk)], dim=0)
+                counts = [f.shape[0] for f in features]
+                audio_vec = torch.cat([f.to(device) for f in features], dim=0)  # (sum windows, audio_dim)
                 track_of_row = torch.repeat_interleave(torch.arange(batch, device=device),
                                                        torch.tensor(counts, device=device))
                 lyr = None if lyrics_vec is None else lyrics_vec[track_of_row]
@@ -272,12 +311,20 @@ class GenreClassifier:
     @torch.inference_mode()
     def _run_batch(self, windows: list[np.ndarray | None], lyrics: list[str | None],
                    return_attention: bool) -> tuple[np.ndarray, list]:
-        """windows: per track (num_windows, samples) or None; -> probabilities (batch, n_genres).
+        """windows: per track (num_windows, samples) or None; -> probabilities (batch, n_genres)."""
+        features = self._audio_features(windows) if self.checkpoint.model_config.use_audio else None
+        return self._probabilities(features, lyrics, return_attention)
+
+    @torch.inference_mode()
+    def _probabilities(self, features: list[torch.Tensor] | None, lyrics: list[str | None],
+                       return_attention: bool) -> tuple[np.ndarray, list]:
+        """features: per track [shape=(num_windows, audio_dim)] (None without audio);
+        -> probabilities [shape=(batch, n_genres)] and attention.
 
         Calibrated per window (logits / temperature), then the track score is the mean
         over its windows.
         """
-        logits, track_of_row, has_lyrics, attention = self._window_logits(windows, lyrics, return_attention)
+        logits, track_of_row, has_lyrics, attention = self._window_logits(features, lyrics, return_attention)
         probs = torch.softmax(logits / self._row_temperatures(has_lyrics), dim=-1)
         batch = len(lyrics)
         track_probs = torch.zeros((batch, probs.shape[1]), device=probs.device).index_add_(0, track_of_row, probs)
@@ -358,7 +405,8 @@ class GenreClassifier:
         def flush() -> None:
             if not batch:
                 return
-            probs, att = self._run_batch([d.windows for d in batch], [d.lyrics for d in batch], return_attention)
+            features = self._batch_features(batch) if self.checkpoint.model_config.use_audio else None
+            probs, att = self._probabilities(features, [d.lyrics for d in batch], return_attention)
             for row, d in enumerate(batch):
                 if not np.isfinite(probs[row]).all():  # never hand NaN on as a genre confidence
                     results[d.index] = TrackPrediction(path=paths[d.index], lyrics="none",
@@ -387,6 +435,16 @@ class GenreClassifier:
                     progress(res)
                 yield res
                 next_out += 1
+
+    def _batch_features(self, batch: list[_Decoded]) -> list[torch.Tensor]:
+        """Each decoded track's audio features: from the cache, or computed (and then stored)."""
+        todo = [i for i, d in enumerate(batch) if d.features is None]
+        computed = dict(zip(todo, self._audio_features([batch[i].windows for i in todo])))
+        cache = self.feature_cache
+        if cache is not None and computed:
+            cache.put_many(self.backbone_id, [(batch[i].ident, f.cpu().numpy()) for i, f in computed.items()
+                                              if batch[i].ident is not None])
+        return [computed[i] if i in computed else torch.from_numpy(d.features) for i, d in enumerate(batch)]
 
     def predict_lyrics(self, texts: Sequence[str | None], *, top_k: int = 3, batch_size: int = 64,
                        return_attention: bool = False) -> list[TrackPrediction]:

@@ -299,13 +299,13 @@ def test_decoder_warnings_stay_off_the_terminal(tmp_path, real_clip) -> None:
 def test_nan_probabilities_become_a_track_error(real_clip, monkeypatch) -> None:
     """A model answering NaN for a track must not hand "NaN" on as a confidence."""
     clf = GenreClassifier.load()
-    real = clf._run_batch
+    real = clf._probabilities
 
     def nan_batch(*args, **kwargs):
         probs, att = real(*args, **kwargs)
         probs[:] = math.nan
         return probs, att
 
-    monkeypatch.setattr(clf, "_run_batch", nan_batch)
+    monkeypatch.setattr(clf, "_probabilities", nan_batch)
     [result] = clf.predict([real_clip("rock")])
     assert result.error and "NaN" in result.error and not result.genres

@@ -82,7 +82,8 @@ def collect_logits(clf, examples: Sequence[Any]) -> dict[str, dict[str, np.ndarr
                 z, _ = clf._lyrics_logits([t for _, t, _ in chunk], False)
                 track = torch.arange(len(chunk))
             else:
-                z, track, _, _ = clf._window_logits([w for w, _, _ in chunk], [t for _, t, _ in chunk], False)
+                features = clf._audio_features([w for w, _, _ in chunk])
+                z, track, _, _ = clf._window_logits(features, [t for _, t, _ in chunk], False)
             logits.append(z.cpu().numpy().astype(np.float64))
             tracks.append(track.cpu().numpy() + start)
         out[kind] = {"logits": np.concatenate(logits), "track": np.concatenate(tracks),
