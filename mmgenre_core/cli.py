@@ -1,4 +1,4 @@
-"""Command line: ``mmgenre predict`` and ``mmgenre info``."""
+"""Command line: ``mmgenre predict``, ``mmgenre info`` and ``mmgenre cache``."""
 
 from __future__ import annotations
 
@@ -109,7 +109,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     source = "file"
     if args.lyrics_file:
         lyrics = read_lyrics_file(args.lyrics_file)
-    clf = GenreClassifier.load(args.model, device=args.device)
+    cache = _open_cache(args)
+    clf = GenreClassifier.load(args.model, device=args.device, feature_cache=cache)
     started = time.perf_counter()
     paths = [os.path.abspath(f) for f in files]
     from .native_stderr import filtered_native_stderr
@@ -119,7 +120,66 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     log.info("%d tracks in %.1f s (%.1f tracks/s), %d failed", len(paths), elapsed,
              len(paths) / max(elapsed, 1e-9), n_failed)
+    if cache is not None:
+        log.info("feature cache %s: %d hits, %d computed, %d stored", display_text(str(cache.path)),
+                 cache.hits, cache.misses, cache.writes)
+        cache.close()
     return 1 if n_failed else 0
+
+
+def _open_cache(args: argparse.Namespace) -> Any:
+    """The feature cache the options ask for (None with ``--no-cache``)."""
+    if getattr(args, "no_cache", False):
+        return None
+    from .feature_cache import FeatureCache, default_cache_path
+
+    return FeatureCache(args.cache or default_cache_path(), identity=getattr(args, "cache_identity", "stat"))
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from .feature_cache import FeatureCache, default_cache_path
+
+    path = Path(args.cache or default_cache_path())
+    if args.action == "stats" and not path.exists():
+        print(f"feature cache: {display_text(str(path))} (none yet)")
+        return 0
+    cache = FeatureCache(path)
+    if not cache.enabled:
+        print(f"mmgenre: the feature cache {display_text(str(path))} cannot be opened (see the warning above)",
+              file=sys.stderr)
+        return 2
+    try:
+        if args.action == "stats":
+            st = cache.stats(check_files=not args.quick)
+            print(f"feature cache: {display_text(st.path)}")
+            print(f"size:          {_human_bytes(st.bytes_on_disk)}")
+            print(f"entries:       {st.entries}" + ("" if st.stale is None else
+                                                     f" ({st.stale} of files since changed or gone)"))
+            for backbone, (n, windows) in sorted(st.backbones.items()):
+                print(f"  backbone {backbone}: {n} files, {windows} windows")
+        elif args.action == "prune":
+            keep = None
+            if args.other_backbones:
+                from .predict import GenreClassifier
+
+                keep = [GenreClassifier.load(args.model, device="cpu").backbone_id]
+            before = cache.bytes_on_disk()
+            removed = cache.prune(keep_backbones=keep)
+            print(f"pruned {removed} entries; {_human_bytes(before)} -> {_human_bytes(cache.bytes_on_disk())}")
+        else:
+            removed = cache.clear()
+            print(f"cleared {removed} entries; now {_human_bytes(cache.bytes_on_disk())}")
+    finally:
+        cache.close()
+    return 0
 
 
 def _print_predictions(clf: Any, paths: list[str], lyrics: dict[str, str] | None, source: str,
@@ -162,6 +222,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     lyrics = "lyrics HAN" + (" + TF-IDF bag of words" if mc.lyrics_bow else "")
     branches = [b for b, on in ((audio, mc.use_audio), (lyrics, mc.use_lyrics)) if on]
     print(f"branches: {' + '.join(branches)}; {n_params / 1e6:.2f} M parameters; vocabulary {len(ckpt.vocab)} words")
+    from .feature_cache import bytes_on_disk, default_cache_path
+
+    cache_path = default_cache_path()
+    if cache_path.exists():
+        print(f"cache:    {display_text(str(cache_path))}, {_human_bytes(bytes_on_disk(cache_path))} "
+              "(mmgenre cache stats)")
+    else:
+        print(f"cache:    {display_text(str(cache_path))} (empty)")
     card = ckpt.metadata.get("model_card")
     if card:
         print()
@@ -169,6 +237,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     elif ckpt.metrics:
         print("metrics:  " + json.dumps(ckpt.metrics, default=str))
     return 0
+
+
+def _add_cache_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache", metavar="PATH",
+                        help="the feature cache file (default: features.sqlite3 in the user cache folder)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,7 +260,20 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--lyrics-file", metavar="F.jsonl", help='JSON lines of {"path": ..., "lyrics": ...}')
     group.add_argument("--no-lyrics", action="store_true", help="classify from audio alone")
+    _add_cache_option(p)
+    p.add_argument("--no-cache", action="store_true", help="neither read nor store features in the feature cache")
+    p.add_argument("--cache-identity", choices=["stat", "content"], default="stat",
+                   help="a file is the same file by path + size + mtime (default) or by a hash of its bytes")
     p.set_defaults(func=_cmd_predict)
+
+    c = sub.add_parser("cache", help="the feature cache: stats, prune (changed or deleted files), clear")
+    c.add_argument("action", choices=["stats", "prune", "clear"])
+    _add_cache_option(c)
+    c.add_argument("--quick", action="store_true", help="stats: do not check whether the files still match")
+    c.add_argument("--other-backbones", action="store_true",
+                   help="prune: also drop the features of every backbone but --model's")
+    c.add_argument("--model", metavar="PATH", help="prune --other-backbones: the model whose features to keep")
+    c.set_defaults(func=_cmd_cache)
 
     i = sub.add_parser("info", help="show a model's genres, sizes and model card")
     i.add_argument("--model", metavar="PATH")
@@ -216,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `mmgenre info | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -133,6 +133,17 @@ def backbone_id(model, audio_config) -> str:
     return digest.hexdigest()[:32]
 
 
+def bytes_on_disk(path: str | os.PathLike) -> int:
+    """The size of a cache file with its WAL and shared-memory files (0 when absent)."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            total += os.stat(os.fspath(path) + suffix).st_size
+        except OSError:
+            pass
+    return total
+
+
 class FeatureCache:
     """A SQLite file of per-window backbone features; safe to share between threads.
 
@@ -306,16 +317,62 @@ class FeatureCache:
             self.writes += len(values)
             return len(values)
 
+    # ------------------------------------------------- files that keep their audio
+    def refresh(self, path: str | os.PathLike, before: FileIdentity) -> int:
+        """After a write that changed only a file's tags: entries that matched the file as
+        it was (``before``, taken just before the write) now match it as it is.
+
+        Returns the entries updated. A content-identity cache hashes the whole file,
+        tags included, so there is nothing to carry over.
+        """
+        if self.identity != "stat":
+            return 0
+        try:
+            after = file_identity(path)
+        except OSError:
+            return 0
+        return self._update("UPDATE features SET size = ?, mtime_ns = ? WHERE file_key = ? AND size = ? "
+                            "AND mtime_ns = ?", (after.size, after.mtime_ns, before.key, before.size,
+                                                 before.mtime_ns))
+
+    def follow(self, source: str | os.PathLike, destination: str | os.PathLike) -> int:
+        """A file moved, copied or linked elsewhere (same audio): its entries also serve
+        the new path. Only entries of the same size as the destination are carried over.
+        Returns the entries added."""
+        if self.identity != "stat":
+            return 0
+        try:
+            dest = file_identity(destination)
+        except OSError:
+            return 0
+        src_key = b"path:" + os.fsencode(os.path.realpath(source))
+        if src_key == dest.key:
+            return 0
+        return self._update(
+            "INSERT OR REPLACE INTO features SELECT backbone, ?, ?, ?, windows, dim, data, stored "
+            "FROM features WHERE file_key = ? AND size = ?",
+            (dest.key, dest.size, dest.mtime_ns, src_key, dest.size))
+
+    def _update(self, sql: str, params: tuple) -> int:
+        with self._lock:
+            if self._db is None or self._read_only:
+                return 0
+            try:
+                cur = self._db.execute(sql, params)  # one statement: its own transaction
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    return 0  # the entry is recomputed next time
+                self._failed("an update", exc)
+                return 0
+            except sqlite3.Error as exc:
+                self._failed("an update", exc)
+                return 0
+            return max(cur.rowcount, 0)
+
     # ----------------------------------------------------------------- upkeep
     def bytes_on_disk(self) -> int:
         """The cache's size: the database plus its WAL and shared-memory files."""
-        total = 0
-        for suffix in ("", "-wal", "-shm"):
-            try:
-                total += os.stat(str(self.path) + suffix).st_size
-            except OSError:
-                pass
-        return total
+        return bytes_on_disk(self.path)
 
     def _stale_keys(self) -> list[tuple[str, bytes]]:
         """Entries of ``stat`` identity whose file is gone or has another size or mtime."""

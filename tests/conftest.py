@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,10 @@ import pytest
 import soundfile as sf
 import soxr
 import torch
+
+# No test (nor a CLI or beets run it starts) reads or fills the user's own caches
+# (the feature cache, Genius lyrics): they live in a fresh folder for the session.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="mmgenre-test-cache-")
 
 DATA_DIR = Path(
     os.environ.get("MMGENRE_DATA_DIR")

@@ -553,3 +553,57 @@ def test_progress_without_a_terminal_logs_counts_and_rate():
         progress.update()
     progress.close()
     assert lines[0].startswith("1/3 tracks, ") and lines[0].endswith(" tracks/s") and len(lines) == 2
+
+
+class TestFeatureCache(PluginTest):
+    """`beet mmgenre` keeps the audio features: a rerun with other rules decodes nothing."""
+
+    def _cache_rows(self) -> int:
+        import sqlite3
+
+        with sqlite3.connect(self.config["mmgenre"]["cache_path"].as_filename()) as db:
+            return db.execute("SELECT count(*) FROM features").fetchone()[0]
+
+    @pytest.fixture(autouse=True)
+    def _private_cache(self, tmp_path):
+        self.config["mmgenre"]["cache_path"] = str(tmp_path / "features.sqlite3")
+
+    def test_a_rerun_with_other_rules_reads_the_features(self, monkeypatch):
+        items = [self.add_track(p) for p in self.media.mp3]
+        self.run_with_output("mmgenre")  # writes the genre into every file: new mtimes
+        assert self._cache_rows() == len(items)
+        cache = self.mmgenre.classifier.feature_cache
+        assert (cache.hits, cache.misses) == (0, len(items))
+        from mmgenre_core import predict
+
+        def no_decoding(*args, **kwargs):
+            raise AssertionError("decoded a file whose features are cached")
+
+        monkeypatch.setattr(predict, "load_windows", no_decoding)
+        out = self.run_with_output("mmgenre", "-f", "--no-keep-existing")
+        assert cache.hits == len(items)
+        assert f"{len(items)} tracks:" in out
+        for item in items:
+            item.load()
+            assert item.genres == ["Rock"]
+
+    def test_beets_writes_and_moves_keep_the_features(self):
+        item = self.add_track(self.media.mp3[0])
+        self.run_with_output("mmgenre")
+        cache = self.mmgenre.classifier.feature_cache
+        item.load()
+        item["title"] = "a new title"
+        item.store()
+        item.try_write()  # beets rewrites the tags: the audio is the same
+        from beets.util import MoveOperation
+
+        item.move(operation=MoveOperation.COPY)
+        item.store()
+        assert self._cache_rows() == 2  # the old path and the library copy
+        self.run_with_output("mmgenre", "-f")
+        assert (cache.hits, cache.misses) == (1, 1)
+
+    def test_no_cache_stores_nothing(self):
+        [self.add_track(p) for p in self.media.mp3[:2]]
+        self.run_with_output("mmgenre", "--no-cache")
+        assert not Path(self.config["mmgenre"]["cache_path"].as_filename()).exists()

@@ -204,3 +204,18 @@ class TestAutotagImport(MMGenrePluginMixin, PluginMixin, AutotagImportHelper):
             assert item.genres == ["Rock"] and item["mmgenre_confidence"] == pytest.approx(0.4, abs=1e-4)
             assert read_genres(item.path) == ["Rock"]
         assert self.lib.albums().get().genres == ["Rock"]
+
+
+class TestImportFeatureCache(ImportTestBase):
+    def test_a_retag_after_import_reads_the_cached_features(self, tmp_path):
+        """The import stage classifies the files before beets copies them into the library and
+        writes their tags: the features follow the copies, so re-tagging decodes nothing."""
+        self.config["mmgenre"]["cache_path"] = str(tmp_path / "features.sqlite3")
+        self.prepare_album()
+        self.import_asis()
+        items = list(self.lib.items())
+        assert len(items) == 3 and all(os.fsdecode(i.path).startswith(str(self.lib_path)) for i in items)
+        cache = self.mmgenre.classifier.feature_cache
+        assert cache.misses == 3
+        self.run_command("mmgenre", "-f")
+        assert (cache.hits, cache.misses) == (3, 3)

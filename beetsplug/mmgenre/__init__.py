@@ -272,6 +272,8 @@ class MMGenrePlugin(BeetsPlugin):
                 "model": None,
                 "device": "auto",
                 "batch_size": 16,
+                "cache": True,
+                "cache_path": None,
                 "count": 1,
                 "min_confidence": 0.3,
                 "force": False,
@@ -297,6 +299,15 @@ class MMGenrePlugin(BeetsPlugin):
         if self.config["auto"].get(bool):
             self.import_stages = [self.imported]
             self.register_listener("import_task_files", self.write_imported)
+        # Files whose audio stays the same keep their cached features: tag writes (by
+        # beets or by us) and moves/copies into the library would otherwise look like
+        # new files to a cache keyed by path, size and mtime.
+        self._stat_before_write: dict[bytes, Any] = {}
+        if self.config["cache"].get(bool):
+            self.register_listener("write", self._cache_before_write)
+            self.register_listener("after_write", self._cache_after_write)
+            for event in ("item_moved", "item_copied", "item_hardlinked", "item_reflinked"):
+                self.register_listener(event, self._cache_follow)
 
     # ------------------------------------------------------------ configuration
     def tagging_options(self) -> tagging.TaggingOptions:
@@ -333,11 +344,42 @@ class MMGenrePlugin(BeetsPlugin):
 
         path = self.config["model"].as_filename() if self.config["model"].get() else None
         try:
-            clf = GenreClassifier.load(path, device=self.config["device"].as_str())
+            clf = GenreClassifier.load(path, device=self.config["device"].as_str(), feature_cache=self._feature_cache())
         except MMGenreError as exc:
             raise ui.UserError(f"mmgenre: cannot load the model: {exc}") from exc
         self._log.debug("model {} on {} ({} genres)", clf.model_id, clf.device, len(clf.genres))
         return clf
+
+    def _feature_cache(self) -> Any:
+        """The feature cache (``cache``, ``cache_path``), shared with ``mmgenre predict``; None when off."""
+        if not self.config["cache"].get(bool):
+            return None
+        return self.feature_cache
+
+    @cached_property
+    def feature_cache(self) -> Any:
+        """The cache file, opened on first use (no torch needed)."""
+        from mmgenre_core.feature_cache import FeatureCache, default_cache_path
+
+        where = self.config["cache_path"].as_filename() if self.config["cache_path"].get() else default_cache_path()
+        self._log.debug("feature cache {}", where)
+        return FeatureCache(where)
+
+    def _cache_before_write(self, item: Item, path: bytes, **_: Any) -> None:
+        from mmgenre_core.feature_cache import file_identity
+
+        try:
+            self._stat_before_write[bytes(path)] = file_identity(os.fsdecode(path))
+        except OSError:
+            pass
+
+    def _cache_after_write(self, item: Item, path: bytes, **_: Any) -> None:
+        before = self._stat_before_write.pop(bytes(path), None)
+        if before is not None:
+            self.feature_cache.refresh(os.fsdecode(path), before)
+
+    def _cache_follow(self, item: Item, source: bytes, destination: bytes, **_: Any) -> None:
+        self.feature_cache.follow(os.fsdecode(source), os.fsdecode(destination))
 
     @cached_property
     def genius(self) -> GeniusClient | None:
@@ -385,6 +427,8 @@ class MMGenrePlugin(BeetsPlugin):
                               help="tag albums (from their tracks) as well as their tracks")
         cmd.parser.add_option("--no-lyrics", dest="lyrics", action="store_false", default=None,
                               help="classify from the audio alone")
+        cmd.parser.add_option("--no-cache", dest="cache", action="store_false", default=None,
+                              help="neither read nor store audio features in the feature cache")
         cmd.func = self.command
         return [cmd]
 
@@ -453,16 +497,21 @@ class MMGenrePlugin(BeetsPlugin):
         from .filewrite import FileWriteError, write_genres
 
         lyrics = item.get("lyrics", with_album=False) if self.config["store_lyrics"].get(bool) else None
+        if self.config["cache"].get(bool):
+            self._cache_before_write(item, item.path)
         try:
             # MP3s get the ID3 version beets writes (id3v23): 2.4 by default, whose
             # multi-valued TCON keeps several genres apart.
             write_genres(item.path, list(item.get("genres", with_album=False) or []), lyrics=lyrics or None,
                          id3v23=config["id3v23"].get(bool))
         except FileWriteError as exc:
+            self._stat_before_write.pop(bytes(item.path), None)
             self._log.warning("cannot write the genres of {} to {}: {}", item,
                               display_text(item.path), exc)
             return False
         item.mtime = item.current_mtime()  # so `beet update` does not take our write for an outside change
+        if self.config["cache"].get(bool):
+            self._cache_after_write(item, item.path)
         return True
 
     def _settle_interrupted_write(self, item: Item, before: dict[str, Any]) -> None:
