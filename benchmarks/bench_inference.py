@@ -12,12 +12,20 @@ prints, per data set:
 
 Both audio branches are timed (``--branch``): the paper's CNN at the paper's size
 (``ModelConfig()`` defaults, random weights: speed does not depend on them) on one
-30-s window, and the pretrained musicnn on the windows the shipped default model
-uses (read from the shipped checkpoint: 4 x 3 s at 16 kHz).
+30-s window, and the shipped default model itself (pretrained musicnn, 4 x 3 s
+windows at 16 kHz). These cold runs never read a feature cache.
+
+Then the warm re-tag (``--warm-tracks``, default: every real clip and full-length
+track in ../shared/data, 477 files): a beets library of copies of them, one
+``beet mmgenre -f`` that fills the feature cache (cold, timed too), then
+``beet mmgenre -f`` with another ``min_confidence`` (warm), each in a fresh process.
+Reported: tracks/s end to end (process start, torch import and model load
+included) and as the command itself prints it, and each process's peak memory.
 
 Usage::
 
-    python benchmarks/bench_inference.py [--branch both] [--device auto] [--batch-size 16] [--repeat 3] [--json OUT]
+    python benchmarks/bench_inference.py [--branch both] [--device auto] [--batch-size 16] [--repeat 3]
+                                         [--warm-tracks N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -25,7 +33,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,23 +66,20 @@ def peak_rss_mb() -> float:
 def make_model(path: Path, branch: str) -> None:
     import torch
 
+    if branch == "musicnn":  # the shipped default model itself
+        from mmgenre_core.predict import default_model_path
+
+        shutil.copyfile(default_model_path(), path)
+        return
+
     from mmgenre_core.checkpoint import Checkpoint, save_checkpoint
     from mmgenre_core.config import ModelConfig, TextConfig
     from mmgenre_core.model import GenreModel
     from mmgenre_core.text import PAD_TOKEN, UNK_TOKEN
 
     torch.manual_seed(0)
-    if branch == "musicnn":
-        # Listens as the shipped default model does (its windows: 4 x 3 s at 16 kHz).
-        from mmgenre_core.checkpoint import load_checkpoint
-        from mmgenre_core.predict import default_model_path
-
-        config = ModelConfig(audio_branch="musicnn", n_mels=96)
-        model = GenreModel(config, load_checkpoint(default_model_path()).audio_config)
-        model.cnn.load_pretrained()
-    else:
-        config = ModelConfig()
-        model = GenreModel(config)
+    config = ModelConfig()
+    model = GenreModel(config)
     vocab = [PAD_TOKEN, UNK_TOKEN] + [f"w{i}" for i in range(config.vocab_size - 2)]
     genres = [f"g{i}" for i in range(config.n_genres)]
     save_checkpoint(path, Checkpoint.from_model(model, text_config=TextConfig(), genres=genres, vocab=vocab,
@@ -121,6 +129,73 @@ def child(mode: str, model_path: str, files: list[str], repeat: int, device: str
             "s_per_track": elapsed / len(work), "peak_rss_mb": peak_rss_mb(), "device": str(clf.device)}
 
 
+# --------------------------------------------------------------------------- #
+# Warm re-tag through beets
+# --------------------------------------------------------------------------- #
+
+_BEET = ("import resource, sys\n"
+         "from beets.ui import main\n"
+         "try:\n    main()\n"
+         "finally:\n    print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+
+
+def real_tracks() -> list[Path]:
+    return (sorted((DATA / "emotify").glob("*/*.mp3")) + sorted((DATA / "gtzan").glob("*/*.mp3"))
+            + sorted((DATA / "full_tracks").glob("*.ogg")))
+
+
+def beet(beetsdir: Path, *args: str) -> dict:
+    """``beet ARGS`` in a fresh process: wall seconds, the rate it printed, peak RSS."""
+    env = {**os.environ, "BEETSDIR": str(beetsdir), "HOME": str(beetsdir),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", _BEET, *args], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if out.returncode != 0:
+        raise SystemExit(f"beet {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    rss = re.search(r"MAXRSS_KB (\d+)", out.stderr)
+    rate = re.search(r"in ([0-9.]+) s \(([0-9.]+) tracks/s\)", out.stdout + out.stderr)
+    return {"wall_s": wall, "command_s": float(rate.group(1)) if rate else None,
+            "command_tracks_per_s": float(rate.group(2)) if rate else None,
+            "peak_rss_mb": int(rss.group(1)) / 1024 if rss else None}
+
+
+def bench_warm_retag(n: int, batch_size: int, rounds: int) -> dict:
+    tracks = real_tracks()[:n]
+    with tempfile.TemporaryDirectory(prefix="mmgenre-warm-") as tmp:
+        work = Path(tmp)
+        music, beetsdir = work / "music", work / "beets"
+        for i, src in enumerate(tracks):
+            dst = music / f"{i // 100:02d}" / f"{i:04d}-{src.parent.name}-{src.name}"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        beetsdir.mkdir()
+        (beetsdir / "config.yaml").write_text(
+            f"directory: {music}\nlibrary: {beetsdir / 'library.db'}\nplugins: [mmgenre]\n"
+            "import:\n  copy: no\n  write: yes\n  log:\n"
+            f"mmgenre:\n  auto: no\n  batch_size: {batch_size}\n  cache_path: {work / 'features.sqlite3'}\n",
+            encoding="utf-8")
+        beet(beetsdir, "import", "-A", "-q", str(music))
+        cold = beet(beetsdir, "mmgenre", "-f")
+        print(f"cold  beet mmgenre -f: {len(tracks)} tracks in {cold['wall_s']:.1f} s "
+              f"({len(tracks) / cold['wall_s']:.1f} tracks/s end to end; the command: "
+              f"{cold['command_tracks_per_s']} tracks/s), peak {cold['peak_rss_mb']:.0f} MB", flush=True)
+        warm = []
+        for r in range(rounds):
+            conf = ("0.5", "0.3")[r % 2]  # another min_confidence each round
+            (beetsdir / "conf.yaml").write_text(f"mmgenre:\n  min_confidence: {conf}\n", encoding="utf-8")
+            res = beet(beetsdir, "-c", str(beetsdir / "conf.yaml"), "mmgenre", "-f")
+            warm.append(res)
+            print(f"warm  beet mmgenre -f (min_confidence {conf}): {len(tracks)} tracks in {res['wall_s']:.1f} s "
+                  f"({len(tracks) / res['wall_s']:.1f} tracks/s end to end; the command: "
+                  f"{res['command_tracks_per_s']} tracks/s), peak {res['peak_rss_mb']:.0f} MB", flush=True)
+        size = sum(p.stat().st_size for p in work.glob("features.sqlite3*"))
+    best = min(warm, key=lambda r: r["wall_s"])
+    return {"tracks": len(tracks), "cold": cold, "warm": warm, "cache_bytes": size,
+            "warm_tracks_per_s_end_to_end": len(tracks) / best["wall_s"],
+            "warm_tracks_per_s_command": max(r["command_tracks_per_s"] or 0 for r in warm)}
+
+
 def run_child(mode: str, model_path: Path, files: list[str], args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--model", str(model_path), "--device", args.device,
            "--batch-size", str(args.batch_size), "--repeat", str(args.repeat), "--files", *files]
@@ -138,6 +213,9 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--branch", choices=["paper", "musicnn", "both"], default="both",
                         help="audio branch(es) to time")
+    parser.add_argument("--warm-tracks", type=int, default=477,
+                        help="real tracks for the warm re-tag through beets (0: skip it)")
+    parser.add_argument("--warm-rounds", type=int, default=2)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--files", nargs="*", help=argparse.SUPPRESS)
@@ -170,8 +248,12 @@ def main() -> None:
         paper, musicnn = (next(r for r in rows if r["branch"] == b and r["data"] == name) for b in branches)
         print(f"{name}: musicnn branch takes {paper['mmgenre']['tracks_per_s'] / musicnn['mmgenre']['tracks_per_s']:.2f}x "
               "the paper branch's time per track")
+    results = {"cold": rows}
+    if args.warm_tracks > 0:
+        print()
+        results["warm_retag"] = bench_warm_retag(args.warm_tracks, args.batch_size, args.warm_rounds)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

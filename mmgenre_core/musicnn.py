@@ -74,8 +74,32 @@ class _PoolOverFrequency(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.pad(x, (0, 0, *self.time_pad))  # pads (mels: none, frames: before/after)
-        x = self.bn(torch.relu(self.conv(x)))  # (batch, filters, frames, bins)
-        return x.amax(dim=-1)
+        if torch.is_grad_enabled() or self.bn.training:
+            x = self.bn(torch.relu(self.conv(x)))  # (batch, filters, frames, bins)
+            return x.amax(dim=-1)
+        return self._max_first(x)
+
+    def _max_first(self, x: torch.Tensor) -> torch.Tensor:
+        """The same values as ``forward`` in inference, with the max taken first.
+
+        Batch norm in eval mode is ``alpha * x + beta`` per channel and ReLU is
+        monotone, so the max over frequency of ``bn(relu(z))`` is ``bn(relu(max z))``
+        where ``alpha >= 0`` and ``bn(relu(min z))`` where ``alpha < 0``: the same
+        operations on the same element, so the same float. ``min z = -max(-z)``, and
+        ``-z`` is the convolution with negated weights and bias (negation is exact),
+        so one convolution and one max pass over the full-resolution output remain;
+        ReLU and batch norm run on the pooled (filters, frames) output instead. About
+        a fifth of musicnn's CPU time.
+        """
+        bn = self.bn
+        alpha = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        sign = torch.where(alpha < 0, -1.0, 1.0).to(x.dtype)  # (filters,)
+        weight = self.conv.weight * sign.view(-1, 1, 1, 1).to(self.conv.weight.dtype)
+        bias = self.conv.bias * sign.to(self.conv.bias.dtype)
+        z = F.conv2d(x, weight, bias)  # (batch, filters, frames, bins), sign-flipped where alpha < 0
+        picked = z.amax(dim=-1) * sign.view(1, -1, 1).to(z.dtype)  # (batch, filters, frames)
+        return F.batch_norm(torch.relu(picked), bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                            False, 0.0, bn.eps)
 
 
 class _MidendConv(nn.Module):
