@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Protocol
 
 import av
-import librosa
 import numpy as np
 import soundfile as sf
 import soxr
@@ -788,6 +787,50 @@ def _musicnn_compress(mel: torch.Tensor) -> torch.Tensor:
     return torch.log10(10000.0 * mel16 + 1.0)
 
 
+def _hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
+    f_sp = 200.0 / 3
+    mels = hz / f_sp
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    log_t = hz >= min_log_hz
+    mels[log_t] = min_log_mel + np.log(hz[log_t] / min_log_hz) / logstep
+    return mels
+
+
+def _slaney_mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    f_sp = 200.0 / 3
+    hz = f_sp * mels
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    log_t = mels >= min_log_mel
+    hz[log_t] = min_log_hz * np.exp(logstep * (mels[log_t] - min_log_mel))
+    return hz
+
+
+def slaney_mel_filterbank(*, sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
+                          fmax: float | None = None) -> np.ndarray:
+    """librosa's ``filters.mel(htk=False, norm="slaney")``, the same float32 values
+    [shape=(n_mels, 1 + n_fft // 2)].
+
+    The same numpy operations in the same order as librosa 0.10-0.11 (tested equal):
+    importing ``librosa.filters`` pulls in scipy.signal, about 1.5 s of every start-up
+    (``beet mmgenre`` on cached features spends most of its time there otherwise).
+    """
+    if fmax is None:
+        fmax = float(sample_rate) / 2
+    weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
+    edges = _hz_to_slaney_mel(np.asarray([fmin, fmax], dtype=np.float64))
+    mel_f = _slaney_mel_to_hz(np.linspace(edges[0], edges[1], n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    for i in range(n_mels):
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    enorm = 2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels])
+    weights *= enorm[:, np.newaxis]
+    return weights
+
+
 class LogMel(torch.nn.Module):
     """Log-mel spectrogram in dB (or musicnn's log compression), matching librosa exactly.
 
@@ -809,15 +852,8 @@ class LogMel(torch.nn.Module):
         self.hop_length = config.hop_length
         self.top_db = config.top_db
         self.scale = config.scale
-        mel = librosa.filters.mel(
-            sr=config.sample_rate,
-            n_fft=config.n_fft,
-            n_mels=config.n_mels,
-            fmin=config.fmin,
-            fmax=config.fmax,
-            htk=False,
-            norm="slaney",
-        )
+        mel = slaney_mel_filterbank(sample_rate=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
+                                    fmin=config.fmin, fmax=config.fmax)
         # Not persistent: rebuilt from the config, so checkpoints stay small.
         self.register_buffer("mel_basis", torch.from_numpy(mel).float(), persistent=False)
         # librosa's "hann" window is the periodic one.

@@ -595,3 +595,21 @@ def test_other_containers_decode(fmt: str, other_containers: dict[str, Path]) ->
         assert max(scores) > 0.98
         # Within 3 frames (70 ms): codec delays are at most ~2048 samples at 44.1 kHz.
         assert abs(shifts[int(np.argmax(scores))] - expected) <= 3
+
+
+@pytest.mark.parametrize("sr, n_fft, n_mels, fmin, fmax", [
+    (16000, 512, 96, 0.0, None),       # musicnn's
+    (22050, 2048, 128, 0.0, None),     # the paper branch's
+    (22050, 1024, 64, 30.0, 8000.0),
+    (44100, 4096, 40, 0.0, None),
+    (8000, 256, 20, 100.0, None),
+])
+def test_mel_filterbank_is_librosas(sr, n_fft, n_mels, fmin, fmax):
+    """Our copy of librosa's Slaney filter bank (no scipy import at start-up) gives the same floats."""
+    import librosa
+
+    from mmgenre_core.audio import slaney_mel_filterbank
+
+    ours = slaney_mel_filterbank(sample_rate=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    theirs = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=False, norm="slaney")
+    assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)

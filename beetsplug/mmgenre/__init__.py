@@ -339,6 +339,7 @@ class MMGenrePlugin(BeetsPlugin):
     @cached_property
     def classifier(self) -> GenreClassifier:
         """The model, loaded on first use (this is where torch gets imported)."""
+        self._started = time.perf_counter()
         from mmgenre_core.errors import MMGenreError
         from mmgenre_core.predict import GenreClassifier
 
@@ -347,7 +348,8 @@ class MMGenrePlugin(BeetsPlugin):
             clf = GenreClassifier.load(path, device=self.config["device"].as_str(), feature_cache=self._feature_cache())
         except MMGenreError as exc:
             raise ui.UserError(f"mmgenre: cannot load the model: {exc}") from exc
-        self._log.debug("model {} on {} ({} genres)", clf.model_id, clf.device, len(clf.genres))
+        self._log.debug("model {} on {} ({} genres), loaded in {:.2f} s", clf.model_id, clf.device, len(clf.genres),
+                        time.perf_counter() - self._started)
         return clf
 
     def _feature_cache(self) -> Any:
@@ -711,7 +713,8 @@ class MMGenrePlugin(BeetsPlugin):
         if (done.lyrics_source == LYRICS_GENIUS and done.lyrics_text and self.config["store_lyrics"].get(bool)
                 and not item.get("lyrics", with_album=False)):
             item["lyrics"] = done.lyrics_text
-        if mode.show:
+        # Only genres are shown, and unchanged ones show nothing: skip the diff (a query per item).
+        if mode.show and decision.genres != current:
             self._show(item, progress)
         if mode.pretend:
             summary.add(decision.status, decision.reason)
