@@ -436,6 +436,31 @@ class GenreClassifier:
                 yield res
                 next_out += 1
 
+    def iter_features(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 16,
+                      num_workers: int | None = None) -> Iterator[tuple[np.ndarray | None, str | None]]:
+        """The audio branch's features of each file, in order, through the feature cache:
+        (features [shape=(windows, audio_dim)] float32, None) or (None, error)."""
+        if not self.checkpoint.model_config.use_audio:
+            raise ValueError("this model has no audio branch")
+        paths = [os.fspath(p) for p in paths]
+        if num_workers is None:
+            num_workers = min(8, os.cpu_count() or 1)
+        decoded = self._iter_decoded([(p, None, "none") for p in paths], read_tags=False, num_workers=num_workers,
+                                     prefetch=max(2 * batch_size, num_workers))
+        batch: list[_Decoded] = []
+        for item in itertools.chain(decoded, [None]):
+            if item is not None and item.error is not None:
+                if batch:  # keep the order: finish the pending batch first
+                    yield from ((f.cpu().numpy(), None) for f in self._batch_features(batch))
+                    batch.clear()
+                yield None, item.error
+                continue
+            if item is not None:
+                batch.append(item)
+            if batch and (item is None or len(batch) >= batch_size):
+                yield from ((f.cpu().numpy(), None) for f in self._batch_features(batch))
+                batch.clear()
+
     def _batch_features(self, batch: list[_Decoded]) -> list[torch.Tensor]:
         """Each decoded track's audio features: from the cache, or computed (and then stored)."""
         todo = [i for i, d in enumerate(batch) if d.features is None]

@@ -20,27 +20,17 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from mmgenre_core.head import Block, fit_head
 
 from .loader import BatchSpec, FusedForward, Table, eval_batch_specs, iterate_batches
 from .metrics import compute_metrics
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Block:
-    """Columns ``start:stop`` of the head's input, and whether they are probed."""
-
-    name: str
-    start: int
-    stop: int
-    probed: bool
 
 
 def head_blocks(model: torch.nn.Module) -> list[Block]:
@@ -105,49 +95,6 @@ def train_rows(table: Table, indices: np.ndarray, *, crop_frames: int | None, ma
     specs = [BatchSpec(rows_a[s:s + batch_size], offsets_a[s:s + batch_size], no[s:s + batch_size],
                        no[s:s + batch_size]) for s in range(0, len(rows_a), batch_size)]
     return specs, rows_a
-
-
-def fit_head(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, *, blocks: Sequence[Block],
-             l2: Sequence[float], n_classes: int, init: tuple[torch.Tensor, torch.Tensor] | None = None,
-             max_iter: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multinomial logistic regression by L-BFGS.
-
-    Minimises ``sum_i w_i CE_i / sum_i w_i + sum_b l2_b / 2 * ||W_b||^2`` over the
-    given blocks' columns of x [shape=(rows, head_in)] and a bias. Returns
-    (weight [shape=(n_classes, the blocks' columns)], bias [shape=(n_classes,)]).
-    """
-    # Each block is multiplied only on the rows where it is not all zeros: a clip has
-    # no bag of words, a lyrics-only example no audio, and skipping them makes the
-    # fit several times faster on collections of separate clips and lyrics.
-    parts = []
-    for b in blocks:
-        xb = x[:, b.start:b.stop].float()
-        rows = torch.nonzero(xb.abs().sum(dim=1) > 0).flatten()
-        parts.append((rows, xb[rows].contiguous()))
-    sizes = [b.stop - b.start for b in blocks]
-    weight = torch.zeros((n_classes, sum(sizes))) if init is None else init[0].float().clone()
-    bias = torch.zeros(n_classes) if init is None else init[1].float().clone()
-    weight.requires_grad_(True)
-    bias.requires_grad_(True)
-    wn = (w / w.sum()).float()
-    bounds = np.cumsum([0, *sizes])
-    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6,
-                            tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        logits = bias.expand(len(y), -1)
-        penalty = weight.new_zeros(())
-        for (rows, xb), lo, hi, c in zip(parts, bounds[:-1], bounds[1:], l2):
-            wb = weight[:, lo:hi]
-            logits = logits.index_add(0, rows, xb @ wb.T)
-            penalty = penalty + 0.5 * float(c) * wb.pow(2).sum()
-        loss = (F.cross_entropy(logits, y, reduction="none") * wn).sum() + penalty
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return weight.detach(), bias.detach()
 
 
 def linear_probe(forward: FusedForward, table: Table, train_idx: np.ndarray, val_idx: np.ndarray, *,

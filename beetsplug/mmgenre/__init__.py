@@ -289,6 +289,8 @@ class MMGenrePlugin(BeetsPlugin):
                 "genius_web_root": None,
                 "pretend": False,
                 "album": False,
+                "learn_min_tracks": 5,
+                "learn_path": "mmgenre-learnt.pt",
             }
         )
         # Only a real token is hidden: "REDACTED" for an unset one misleads (beet config).
@@ -431,13 +433,25 @@ class MMGenrePlugin(BeetsPlugin):
                               help="classify from the audio alone")
         cmd.parser.add_option("--no-cache", dest="cache", action="store_false", default=None,
                               help="neither read nor store audio features in the feature cache")
+        cmd.parser.add_option("--learn", dest="learn", action="store_true", default=False,
+                              help="learn a model in your own genres from the matching tracks that have "
+                                   "genres (changes nothing in the library or files)")
+        cmd.parser.add_option("--min-tracks", dest="learn_min_tracks", type="int", default=None, metavar="N",
+                              help="--learn: genres need at least N tagged tracks (default 5)")
         cmd.func = self.command
         return [cmd]
 
     def command(self, lib: Library, opts: Any, args: list[str]) -> None:
+        learn = bool(vars(opts).pop("learn", False))
         self.config.set_args(vars(opts))
         options = self.tagging_options()
         pretend = self.config["pretend"].get(bool)
+        if learn:
+            from .learn import run_learn
+
+            with _quiet_decoders():
+                run_learn(self, lib, args, pretend=pretend)
+            return
         write = ui.should_write() and not pretend
         self.write_failures = 0
         if write:
