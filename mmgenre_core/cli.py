@@ -109,6 +109,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     source = "file"
     if args.lyrics_file:
         lyrics = read_lyrics_file(args.lyrics_file)
+    from .device import configure_cpu_threads, resolve_device
+
+    if resolve_device(args.device).type == "cpu":
+        log.info("%d CPU thread(s) for the model", configure_cpu_threads(args.threads))
     cache = _open_cache(args)
     clf = GenreClassifier.load(args.model, device=args.device, feature_cache=cache)
     started = time.perf_counter()
@@ -254,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="PATH", help="checkpoint (default: the model shipped with mmgenre)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--batch-size", type=int, default=16, metavar="N")
+    p.add_argument("--threads", default="auto", metavar="N|auto",
+                   help="CPU threads for the model (default auto: the CPUs other processes leave free)")
     p.add_argument("--top-k", type=int, default=3, metavar="K")
     p.add_argument("--json", action="store_true", help="one JSON object per track, one a line")
     p.add_argument("--attention", action="store_true", help="with --json: the lyrics lines/words the model attended to")

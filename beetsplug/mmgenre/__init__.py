@@ -272,6 +272,7 @@ class MMGenrePlugin(BeetsPlugin):
                 "model": None,
                 "device": "auto",
                 "batch_size": 16,
+                "threads": "auto",
                 "cache": True,
                 "cache_path": None,
                 "count": 1,
@@ -347,6 +348,10 @@ class MMGenrePlugin(BeetsPlugin):
 
         path = self.config["model"].as_filename() if self.config["model"].get() else None
         try:
+            from mmgenre_core.device import configure_cpu_threads, resolve_device
+
+            if resolve_device(self.config["device"].as_str()).type == "cpu":
+                self._log.debug("{} CPU thread(s) for the model", configure_cpu_threads(self.config["threads"].get()))
             clf = GenreClassifier.load(path, device=self.config["device"].as_str(), feature_cache=self._feature_cache())
         except MMGenreError as exc:
             raise ui.UserError(f"mmgenre: cannot load the model: {exc}") from exc
