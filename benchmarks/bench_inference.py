@@ -94,12 +94,13 @@ def child(mode: str, model_path: str, files: list[str], repeat: int, device: str
     from mmgenre_core.audio import load_windows
     from mmgenre_core.predict import GenreClassifier
 
-    clf = GenreClassifier.load(model_path, device=device)
+    # "mmgenre-torch": the same pipeline with musicnn in torch instead of ONNX Runtime.
+    clf = GenreClassifier.load(model_path, device=device, onnx=mode != "mmgenre-torch")
     work = files * repeat
     # Warm up kernels and the decoder outside the timed region.
     clf.predict(files[:2], batch_size=2)
     start = time.perf_counter()
-    if mode == "mmgenre":
+    if mode in ("mmgenre", "mmgenre-torch"):
         results = clf.predict(work, batch_size=batch_size)
         assert all(r.ok for r in results), [r.error for r in results if not r.ok]
     elif mode == "decode":
@@ -238,7 +239,9 @@ def main() -> None:
             model_path = Path(tmp) / f"{branch}.pt"
             make_model(model_path, branch)
             for name, files in datasets().items():
-                res = {m: run_child(m, model_path, files, args) for m in ("mmgenre", "decode", "naive")}
+                modes = ("mmgenre", "mmgenre-torch", "decode", "naive") if branch == "musicnn" else \
+                    ("mmgenre", "decode", "naive")
+                res = {m: run_child(m, model_path, files, args) for m in modes}
                 rows.append({"branch": branch, "data": name, "files": len(files), **{m: r for m, r in res.items()},
                              "speedup_vs_naive": res["mmgenre"]["tracks_per_s"] / res["naive"]["tracks_per_s"]})
     print(f"\ndevice: {rows[0]['mmgenre']['device']}, cores: {os.cpu_count()}, batch size {args.batch_size}, "
@@ -247,6 +250,11 @@ def main() -> None:
     print("| branch | data | tracks | mmgenre tracks/s | decode s/track (1 thread) | naive tracks/s | speed-up | "
           "peak RSS mmgenre | peak RSS naive |")
     print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "mmgenre-torch" in r:
+            print(f"({r['data']}: musicnn in torch instead of ONNX Runtime: {r['mmgenre-torch']['tracks_per_s']:.1f} "
+                  f"tracks/s, peak {r['mmgenre-torch']['peak_rss_mb']:.0f} MB; ONNX Runtime is "
+                  f"{r['mmgenre']['tracks_per_s'] / r['mmgenre-torch']['tracks_per_s']:.2f}x)")
     for r in rows:
         print(f"| {r['branch']} | {r['data']} | {r['mmgenre']['tracks']} | {r['mmgenre']['tracks_per_s']:.1f} | "
               f"{r['decode']['s_per_track']:.3f} | {r['naive']['tracks_per_s']:.2f} | {r['speedup_vs_naive']:.1f}x | "
