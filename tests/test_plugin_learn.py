@@ -156,3 +156,13 @@ class TestLearnGuardRails(LearnTest):
         out = self.run_with_output("mmgenre", "--learn", "--pretend", "--min-tracks", "3")
         assert "learnt 2 genres from 6 tracks" in out
         assert "rock: 3 tracks" in out and "shoegaze: 3 tracks" in out
+
+    def test_an_unwritable_learn_path_is_a_clear_error(self, tmp_path):
+        from beets import ui
+
+        self._tracks([["rock"]] * 3 + [["doom"]] * 3)
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a folder")
+        self.config["mmgenre"]["learn_path"] = str(blocker / "model.pt")
+        with pytest.raises(ui.UserError, match="cannot save the model to .*learn_path"):
+            self.run_with_output("mmgenre", "--learn", "--min-tracks", "3")

@@ -115,6 +115,10 @@ def run_learn(plugin: Any, lib: "Library", query: list[str], *, pretend: bool) -
         ui.print_("mmgenre --learn (pretend): nothing saved")
         return
     path = learnt_model_path(plugin)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, checkpoint)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(path, checkpoint)  # atomic: an old model there stays whole if this fails
+    except OSError as exc:
+        raise ui.UserError(f"mmgenre --learn: cannot save the model to {path}: {exc.strerror or exc} "
+                           "(set learn_path to a writable place)") from exc
     ui.print_(f"saved {path}\nto tag with it, set in your beets config:\n  mmgenre:\n    model: {path}")
