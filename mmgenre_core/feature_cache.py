@@ -88,6 +88,14 @@ class CacheStats:
     stale: int | None = None
 
 
+_PATH_PREFIX = b"path:"
+
+
+def _path_key(path: str | os.PathLike) -> bytes:
+    """The ``stat`` identity's key: the resolved path, as bytes (any file name fits)."""
+    return _PATH_PREFIX + os.fsencode(os.path.realpath(path))
+
+
 def file_identity(path: str | os.PathLike, *, identity: str = "stat") -> FileIdentity:
     """The cache identity of an audio file (raises OSError when it cannot be read).
 
@@ -96,7 +104,7 @@ def file_identity(path: str | os.PathLike, *, identity: str = "stat") -> FileIde
     """
     st = os.stat(path)
     if identity == "stat":
-        key = b"path:" + os.fsencode(os.path.realpath(path))
+        key = _path_key(path)
     elif identity == "content":
         digest = hashlib.sha256()
         with open(path, "rb") as fh:
@@ -106,6 +114,16 @@ def file_identity(path: str | os.PathLike, *, identity: str = "stat") -> FileIde
     else:
         raise ValueError(f"identity must be one of {IDENTITIES}, not {identity!r}")
     return FileIdentity(key, int(st.st_size), int(st.st_mtime_ns))
+
+
+def update_with_tensors(digest, module, *, prefix: str = "") -> None:
+    """Feed every tensor of ``module`` (name, dtype, shape, bytes; any dtype) into ``digest``."""
+    import torch  # here, not at the top: the plugin uses this module without torch
+
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{prefix}{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 def backbone_id(model, audio_config) -> str:
@@ -118,8 +136,6 @@ def backbone_id(model, audio_config) -> str:
     """
     import json
 
-    import torch
-
     cfg = model.config
     digest = hashlib.sha256()
     branch = {"audio_branch": cfg.audio_branch, "musicnn_features": cfg.musicnn_features,
@@ -129,10 +145,7 @@ def backbone_id(model, audio_config) -> str:
         branch["engine"] = engine
     digest.update(json.dumps({"audio": audio_config.to_dict(), "branch": branch}, sort_keys=True).encode())
     for prefix, module in (("frontend.", model.frontend), ("cnn.", model.cnn)):
-        for name, tensor in sorted(module.state_dict().items()):
-            t = tensor.detach().cpu().contiguous()
-            digest.update(f"{prefix}{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype, bf16 too
+        update_with_tensors(digest, module, prefix=prefix)
     return digest.hexdigest()[:32]
 
 
@@ -348,7 +361,7 @@ class FeatureCache:
             dest = file_identity(destination)
         except OSError:
             return 0
-        src_key = b"path:" + os.fsencode(os.path.realpath(source))
+        src_key = _path_key(source)
         if src_key == dest.key:
             return 0
         return self._update(
@@ -383,10 +396,10 @@ class FeatureCache:
         stale = []
         for backbone, key, size, mtime_ns in self._db.execute(
                 "SELECT backbone, file_key, size, mtime_ns FROM features"):
-            if not key.startswith(b"path:"):
+            if not key.startswith(_PATH_PREFIX):
                 continue  # content-addressed entries stay valid wherever the file went
             try:
-                st = os.stat(os.fsdecode(key[len(b"path:"):]))
+                st = os.stat(os.fsdecode(key[len(_PATH_PREFIX):]))
             except OSError:
                 stale.append((backbone, key))
                 continue

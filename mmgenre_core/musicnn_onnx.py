@@ -36,11 +36,10 @@ def default_onnx_path() -> Path:
 
 def weights_digest(module: torch.nn.Module) -> str:
     """SHA-256 over a module's tensors (names, dtypes, shapes, bytes)."""
+    from .feature_cache import update_with_tensors
+
     digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    update_with_tensors(digest, module)
     return digest.hexdigest()
 
 
