@@ -109,10 +109,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     source = "file"
     if args.lyrics_file:
         lyrics = read_lyrics_file(args.lyrics_file)
-    from .device import configure_cpu_threads, resolve_device
+    from .device import configure_cpu_threads
 
-    if resolve_device(args.device).type == "cpu":
-        log.info("%d CPU thread(s) for the model", configure_cpu_threads(args.threads))
+    threads = configure_cpu_threads(args.threads, device=args.device)
+    if threads is not None:
+        log.info("%d CPU thread(s) for the model", threads)
     cache = _open_cache(args)
     clf = GenreClassifier.load(args.model, device=args.device, feature_cache=cache)
     started = time.perf_counter()

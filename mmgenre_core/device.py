@@ -114,8 +114,11 @@ def cpu_threads(setting: str | int | None = "auto") -> int:
     return max(1, min(cores, int(free + 0.5)))
 
 
-def configure_cpu_threads(setting: str | int | None = "auto") -> int:
-    """Set torch's intra-op threads from :func:`cpu_threads`; returns the number set."""
+def configure_cpu_threads(setting: str | int | None = "auto", *, device: str | torch.device = "cpu") -> int | None:
+    """Set torch's intra-op threads from :func:`cpu_threads` when ``device`` resolves to
+    the CPU; returns the number set (None on a GPU, where torch's threads are left alone)."""
+    if resolve_device(device).type != "cpu":
+        return None
     n = cpu_threads(setting)
     torch.set_num_threads(n)
     return n

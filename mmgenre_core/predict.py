@@ -219,8 +219,11 @@ class GenreClassifier:
         return _Decoded(index, windows, lyrics, lyrics_source if lyrics else "none", error, features, ident)
 
     def _iter_decoded(self, jobs: list[tuple[str, str | None, str]], *, read_tags: bool,
-                      num_workers: int, prefetch: int) -> Iterator[_Decoded]:
-        """Decode in worker threads, at most ``prefetch`` tracks ahead, yielding in order."""
+                      num_workers: int | None, batch_size: int) -> Iterator[_Decoded]:
+        """Decode in worker threads (default: the CPU cores, at most 8), two batches ahead, yielding in order."""
+        if num_workers is None:
+            num_workers = min(8, os.cpu_count() or 1)
+        prefetch = max(2 * batch_size, num_workers)
         if num_workers <= 0:
             for i, (p, lyr, src) in enumerate(jobs):
                 yield self._decode_one(i, p, lyr, src, read_tags)
@@ -398,10 +401,8 @@ class GenreClassifier:
         paths = [os.fspath(p) for p in paths]
         texts = _resolve_lyrics(lyrics, paths) if use_lyrics else None
         jobs = [(p, texts[i] if texts else None, lyrics_source) for i, p in enumerate(paths)]
-        if num_workers is None:
-            num_workers = min(8, os.cpu_count() or 1)
-        decoded = self._iter_decoded(jobs, read_tags=use_lyrics and read_tag_lyrics,
-                                     num_workers=num_workers, prefetch=max(2 * batch_size, num_workers))
+        decoded = self._iter_decoded(jobs, read_tags=use_lyrics and read_tag_lyrics, num_workers=num_workers,
+                                     batch_size=batch_size)
         results: dict[int, TrackPrediction] = {}
         next_out = 0
         batch: list[_Decoded] = []
@@ -447,10 +448,8 @@ class GenreClassifier:
         if not self.checkpoint.model_config.use_audio:
             raise ValueError("this model has no audio branch")
         paths = [os.fspath(p) for p in paths]
-        if num_workers is None:
-            num_workers = min(8, os.cpu_count() or 1)
         decoded = self._iter_decoded([(p, None, "none") for p in paths], read_tags=False, num_workers=num_workers,
-                                     prefetch=max(2 * batch_size, num_workers))
+                                     batch_size=batch_size)
         batch: list[_Decoded] = []
         for item in itertools.chain(decoded, [None]):
             if item is not None and item.error is not None:

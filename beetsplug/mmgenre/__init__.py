@@ -348,10 +348,11 @@ class MMGenrePlugin(BeetsPlugin):
 
         path = self.config["model"].as_filename() if self.config["model"].get() else None
         try:
-            from mmgenre_core.device import configure_cpu_threads, resolve_device
+            from mmgenre_core.device import configure_cpu_threads
 
-            if resolve_device(self.config["device"].as_str()).type == "cpu":
-                self._log.debug("{} CPU thread(s) for the model", configure_cpu_threads(self.config["threads"].get()))
+            threads = configure_cpu_threads(self.config["threads"].get(), device=self.config["device"].as_str())
+            if threads is not None:
+                self._log.debug("{} CPU thread(s) for the model", threads)
             clf = GenreClassifier.load(path, device=self.config["device"].as_str(), feature_cache=self._feature_cache())
         except MMGenreError as exc:
             raise ui.UserError(f"mmgenre: cannot load the model: {exc}") from exc
