@@ -35,16 +35,18 @@ sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("MMGENRE_DATA_DIR") or ROOT.parent / "shared" / "data")
 
 
-def labelled_clips() -> list[tuple[Path, str, str]]:
+def labelled_clips(data: Path = DATA) -> list[tuple[Path, str, str]]:
+    """(file, genre in GTZAN's lower-case words, artist) for every labelled real clip under ``data``
+    (also the library of tests/test_plugin_learn.py)."""
     rows = []
     for source in ("emotify", "gtzan"):
-        with open(DATA / source / "manifest.csv", newline="", encoding="utf-8") as fh:
+        with open(data / source / "manifest.csv", newline="", encoding="utf-8") as fh:
             for r in csv.DictReader(fh):
-                rows.append((DATA / source / r["file"], (r.get("source_genre") or r["genre"]).lower(), r["artist"]))
-    with open(DATA / "fma_sample" / "labels.csv", newline="", encoding="utf-8") as fh:
+                rows.append((data / source / r["file"], (r.get("source_genre") or r["genre"]).lower(), r["artist"]))
+    with open(data / "fma_sample" / "labels.csv", newline="", encoding="utf-8") as fh:
         for r in csv.DictReader(fh):
             tid = int(r["track_id"])
-            rows.append((DATA / "fma_sample" / "fma_small" / f"{tid // 1000:03d}" / f"{tid:06d}.mp3",
+            rows.append((data / "fma_sample" / "fma_small" / f"{tid // 1000:03d}" / f"{tid:06d}.mp3",
                          r["genre_top"].lower(), r["artist"]))
     return rows
 

@@ -8,14 +8,13 @@ with the shipped model mapped through ``genre_map``.
 
 from __future__ import annotations
 
-import csv
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from beets.test.helper import IOMixin, PluginTestHelper
 
+from benchmarks.bench_learn import labelled_clips
 from mmgenre_core.checkpoint import load_checkpoint
 from mmgenre_core.predict import default_model_path
 
@@ -27,22 +26,6 @@ pytestmark = needs_data
 GENRE_MAP = {"Blues": "blues", "Classical": "classical", "Country": "country", "Electronic": "electronic",
              "Hip-Hop": "hiphop", "Jazz": "jazz", "Pop": "pop", "Rock": "rock", "Soul-RnB": "soul-rnb",
              "International": "international"}
-
-
-def real_library_rows() -> list[tuple[Path, str, str]]:
-    """(file, genre in GTZAN's lower-case words, artist) for every labelled real clip."""
-    rows = []
-    for source in ("emotify", "gtzan"):
-        with open(DATA_DIR / source / "manifest.csv", newline="", encoding="utf-8") as fh:
-            for r in csv.DictReader(fh):
-                rows.append((DATA_DIR / source / r["file"], (r.get("source_genre") or r["genre"]).lower(),
-                             r["artist"]))
-    with open(DATA_DIR / "fma_sample" / "labels.csv", newline="", encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            tid = int(r["track_id"])
-            rows.append((DATA_DIR / "fma_sample" / "fma_small" / f"{tid // 1000:03d}" / f"{tid:06d}.mp3",
-                         r["genre_top"].lower(), r["artist"]))
-    return rows
 
 
 class LearnTest(MMGenrePluginMixin, IOMixin, PluginTestHelper):
@@ -64,7 +47,7 @@ class LearnTest(MMGenrePluginMixin, IOMixin, PluginTestHelper):
 
 class TestLearnOnARealLibrary(LearnTest):
     def test_learnt_genres_beat_the_default_model_on_the_untagged_tracks(self):
-        rows = real_library_rows()
+        rows = labelled_clips(DATA_DIR)
         assert len(rows) == 482
         rng = np.random.default_rng(0)
         tagged = rng.random(len(rows)) < 0.6
