@@ -152,6 +152,20 @@ def test_windows_equal_slices_of_librosa_load(
         np.testing.assert_allclose(window[:-64], expected[:-64], atol=1e-5)
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_mix_to_mono_is_numpys_channel_mean(channels: int, full_track: Path) -> None:
+    # Real stereo samples (and made-up extra channels): the stereo fast path must give
+    # exactly np.mean's floats, so windows and predictions do not move.
+    with sf.SoundFile(str(full_track)) as f:
+        f.seek(f.frames // 2)
+        stereo = f.read(44100, dtype="float32", always_2d=True)
+    data = np.ascontiguousarray(np.tile(stereo, (1, 3))[:, :channels])
+    data[:, 2:] *= np.float32(0.37)
+    mono = audio._mix_to_mono(data)
+    assert mono.dtype == np.float32 and mono.shape == (44100,)
+    np.testing.assert_array_equal(mono, data.mean(axis=1, dtype=np.float32))
+
+
 def test_num_windows_spread_over_the_track(full_track: Path) -> None:
     config = AudioConfig(num_windows=3)
     duration = probe_duration(full_track)
