@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import math
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from mmgenre_core import audio
+from mmgenre_core.audio import decoders
 from mmgenre_core.audio import (
     AUDIO_EXTENSIONS,
     AudioFileNotFoundError,
@@ -161,7 +163,7 @@ def test_mix_to_mono_is_numpys_channel_mean(channels: int, full_track: Path) -> 
         stereo = f.read(44100, dtype="float32", always_2d=True)
     data = np.ascontiguousarray(np.tile(stereo, (1, 3))[:, :channels])
     data[:, 2:] *= np.float32(0.37)
-    mono = audio._mix_to_mono(data)
+    mono = decoders._mix_to_mono(data)
     assert mono.dtype == np.float32 and mono.shape == (44100,)
     np.testing.assert_array_equal(mono, data.mean(axis=1, dtype=np.float32))
 
@@ -204,8 +206,8 @@ def test_ffmpeg_fallback_reads_the_same_samples(
     # gapless start times, packed integer frames...) must give libsndfile's samples.
     # Internal decoders on purpose: the public path would pick libsndfile for these.
     path = transcoded[fmt]
-    reference = audio._SoundFileDecoder(path)
-    ffmpeg = audio._AVDecoder(path)
+    reference = decoders._SoundFileDecoder(path)
+    ffmpeg = decoders._AVDecoder(path)
     try:
         sr = reference.sample_rate
         assert ffmpeg.sample_rate == sr
@@ -627,3 +629,17 @@ def test_mel_filterbank_is_librosas(sr, n_fft, n_mels, fmin, fmax):
     ours = slaney_mel_filterbank(sample_rate=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
     theirs = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=False, norm="slaney")
     assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+
+
+def test_finding_files_needs_no_decoder_and_no_torch(tmp_path: Path) -> None:
+    # `mmgenre predict` walks a library before it loads anything heavy: the file walk
+    # must not drag in torch, PyAV or libsndfile.
+    (tmp_path / "a.flac").write_bytes(b"x")
+    code = (
+        "import sys\n"
+        "from mmgenre_core.audio import find_audio_files\n"
+        f"print(len(find_audio_files([{str(tmp_path)!r}])))\n"
+        "print(sorted(m for m in ('torch', 'av', 'soundfile', 'soxr') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["1", "[]"]

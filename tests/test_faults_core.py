@@ -22,6 +22,7 @@ import soundfile as sf
 import torch
 
 from mmgenre_core import audio
+from mmgenre_core.audio import windows as audio_windows
 from mmgenre_core.checkpoint import load_checkpoint, read_weights_only
 from mmgenre_core.cli import display_text, main
 from mmgenre_core.errors import CheckpointError
@@ -213,7 +214,7 @@ def test_unknown_length_file_is_streamed_in_bounded_memory(pipe_flac, monkeypatc
     """
     config = load_checkpoint(default_model_path()).audio_config
     expected = audio.load_windows(pipe_flac["header"], config=config)
-    monkeypatch.setattr(audio, "_KEEP_WHOLE_SECONDS", 30.0)
+    monkeypatch.setattr(audio_windows, "_KEEP_WHOLE_SECONDS", 30.0)
     tracemalloc.start()
     try:
         windows = audio.load_windows(pipe_flac["piped"], config=config)
