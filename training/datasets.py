@@ -24,88 +24,10 @@ from mmgenre_core.errors import ConfigError
 
 from . import fma
 from .config import DataConfig, TrainConfig, resolve_path
+from .examples import FMA_GENRES, SPLIT_NAMES, Example, Skipped, canonical_genre, normalise_split
+from .lyrics_data import attach_lyrics, load_lyrics_source, standalone_examples
 
 log = logging.getLogger(__name__)
-
-SPLIT_NAMES = ("train", "valid", "test")
-_SPLIT_ALIASES = {
-    "train": "train", "training": "train", "trn": "train",
-    "valid": "valid", "validation": "valid", "val": "valid", "dev": "valid",
-    "test": "test", "testing": "test", "tst": "test",
-}
-
-#: FMA's 16 top-level genres: folder and label names are mapped onto these spellings
-#: when they match ignoring case and punctuation ("hiphop", "hip_hop" -> "Hip-Hop").
-FMA_GENRES = (
-    "Blues", "Classical", "Country", "Easy Listening", "Electronic", "Experimental", "Folk",
-    "Hip-Hop", "Instrumental", "International", "Jazz", "Old-Time / Historic", "Pop", "Rock",
-    "Soul-RnB", "Spoken",
-)
-
-
-def _fold(name: str) -> str:
-    return re.sub(r"[^0-9a-z]+", "", name.casefold())
-
-
-_CANONICAL = {_fold(g): g for g in FMA_GENRES}
-_CANONICAL.update({"hiphop": "Hip-Hop", "rnb": "Soul-RnB", "soulrnb": "Soul-RnB",
-                   "oldtimehistoric": "Old-Time / Historic"})
-
-
-def canonical_genre(name: str, genre_map: dict[str, str] | None = None) -> str:
-    """A label as given, mapped through ``genre_map`` (exact or case-folded), then onto
-    FMA's spelling of the same genre when there is one."""
-    name = str(name).strip()
-    if genre_map:
-        if name in genre_map:
-            return genre_map[name]
-        folded = {_fold(k): v for k, v in genre_map.items()}
-        if _fold(name) in folded:
-            return folded[_fold(name)]
-    return _CANONICAL.get(_fold(name), name)
-
-
-def normalise_split(value: Any) -> str | None:
-    """``training``/``validation``/``test`` (and aliases) -> train/valid/test; blank -> None."""
-    if value is None:
-        return None
-    text = str(value).strip().lower()
-    if not text or text == "nan":
-        return None
-    if text not in _SPLIT_ALIASES:
-        raise ConfigError(f"unknown split name {value!r} (use train/valid/test or training/validation/test)")
-    return _SPLIT_ALIASES[text]
-
-
-@dataclass
-class Example:
-    """One labelled example: audio (``path``), lyrics, or both."""
-
-    key: str
-    genre: str
-    split: str | None = None
-    artist: str | None = None
-    title: str | None = None
-    path: str | None = None
-    lyrics: str | None = None
-    source: str = ""
-    track_id: int | None = None
-    sha1: str | None = None  # expected sha1 of the audio file, when checksums are known
-
-    @property
-    def has_audio(self) -> bool:
-        return self.path is not None
-
-    @property
-    def has_lyrics(self) -> bool:
-        return bool(self.lyrics)
-
-
-@dataclass
-class Skipped:
-    key: str
-    path: str | None
-    reason: str
 
 
 @dataclass
@@ -418,7 +340,6 @@ def assign_splits(examples: list[Example], *, valid_fraction: float, test_fracti
 
 def build_dataset(cfg: TrainConfig | DataConfig, *, load_lyrics: bool = True) -> Dataset:
     """All examples of a config's data section, split, labelled and filtered."""
-    from .lyrics_data import attach_lyrics, load_lyrics_source
 
     data = cfg.data if isinstance(cfg, TrainConfig) else cfg
     audio: list[Example] = []
@@ -435,7 +356,6 @@ def build_dataset(cfg: TrainConfig | DataConfig, *, load_lyrics: bool = True) ->
         for i, spec in enumerate(data.lyrics):
             records, base = load_lyrics_source(spec)
             if spec.get("standalone", False):
-                from .lyrics_data import standalone_examples
 
                 ex = standalone_examples(records, spec, base=base)
                 assign_splits(ex, valid_fraction=data.valid_fraction, test_fraction=data.test_fraction,
@@ -470,7 +390,6 @@ def load_examples(specs: list[dict[str, Any]]) -> tuple[list[Example], list[Skip
     Audio sources first; lyrics files then attach to them, or (``standalone``) add
     lyrics-only examples. Used by evaluation on a given collection.
     """
-    from .lyrics_data import attach_lyrics, load_lyrics_source, standalone_examples
 
     examples: list[Example] = []
     skipped: list[Skipped] = []

@@ -25,7 +25,7 @@ from mmgenre_core.errors import ConfigError
 from mmgenre_core.text import PAD_ID, Vocabulary, encode_lyrics, tokenize_lyrics
 
 from .config import resolve_path
-from .datasets import Example, canonical_genre, normalise_split
+from .examples import Example, canonical_genre, normalise_split
 
 log = logging.getLogger(__name__)
 
