@@ -14,10 +14,7 @@ renamed over it, so a crash never leaves a half-written model behind.
 
 from __future__ import annotations
 
-import io
 import os
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,7 +22,8 @@ from typing import Any, Mapping
 import torch
 
 from .config import AudioConfig, ModelConfig, TextConfig
-from .errors import CheckpointError, ConfigError, ModelNotFoundError
+from .errors import CheckpointError, ConfigError
+from .storage import atomic_torch_save, read_weights_only
 
 FORMAT = "mmgenre-checkpoint"
 FORMAT_VERSION = 1
@@ -129,27 +127,6 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
     return atomic_torch_save(path, checkpoint_to_dict(ckpt))
 
 
-def atomic_torch_save(path: str | os.PathLike, payload: Any) -> Path:
-    """``torch.save(payload)`` to ``path`` via a temp file, fsync and rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600 files; a model is not a secret: use the umask's default.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _validate(payload: Any, *, where: str) -> None:
     """Every structural rule a checkpoint must meet; any breach is a :class:`CheckpointError`.
 
@@ -196,23 +173,6 @@ def _validate(payload: Any, *, where: str) -> None:
             raise CheckpointError(f"{where}: weight {name!r} is a {type(tensor).__name__}, not a tensor")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{where}: weight {name!r} holds NaN or infinite values (a diverged or damaged model)")
-
-
-def read_weights_only(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` with clear errors for missing, empty, truncated or foreign files."""
-    path = Path(path)
-    where = str(path)
-    if not path.is_file():
-        raise ModelNotFoundError(f"{where}: no model file there")
-    data = path.read_bytes()
-    if not data:
-        raise CheckpointError(f"{where}: the file is empty")
-    if not zipfile.is_zipfile(io.BytesIO(data)):
-        raise CheckpointError(f"{where}: not a PyTorch checkpoint (truncated or a different kind of file)")
-    try:
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError/...
-        raise CheckpointError(f"{where}: cannot be read as a weights-only PyTorch checkpoint ({exc})") from exc
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Checkpoint:

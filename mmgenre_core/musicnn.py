@@ -189,7 +189,7 @@ WEIGHTS_FORMAT = "mmgenre-musicnn"
 
 def save_weights(path: str | os.PathLike, model: Musicnn, *, source: dict[str, Any], licence: str) -> Path:
     """Write converted weights: ``{format, state_dict, labels, source, licence}`` (plain values only)."""
-    from .checkpoint import atomic_torch_save
+    from .storage import atomic_torch_save
 
     payload = {
         "format": WEIGHTS_FORMAT,
@@ -207,7 +207,7 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Musicnn:
     Raises :class:`~mmgenre_core.errors.CheckpointError` for a file that is not
     converted musicnn weights.
     """
-    from .checkpoint import read_weights_only
+    from .storage import read_weights_only
     from .errors import CheckpointError
 
     path = Path(path) if path is not None else DEFAULT_WEIGHTS

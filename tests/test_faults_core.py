@@ -23,7 +23,8 @@ import torch
 
 from mmgenre_core import audio
 from mmgenre_core.audio import windows as audio_windows
-from mmgenre_core.checkpoint import load_checkpoint, read_weights_only
+from mmgenre_core.checkpoint import load_checkpoint
+from mmgenre_core.storage import read_weights_only
 from mmgenre_core.cli import display_text, main
 from mmgenre_core.errors import CheckpointError
 from mmgenre_core.predict import GenreClassifier, default_model_path

@@ -268,7 +268,7 @@ class TestBrokenModel(HostileTest):
     def test_nan_model_is_refused_at_load(self, tmp_path):
         import torch
 
-        from mmgenre_core.checkpoint import read_weights_only
+        from mmgenre_core.storage import read_weights_only
 
         payload = read_weights_only(self.models["rock"])
         for key, value in payload["state_dict"].items():

@@ -41,6 +41,8 @@ from typing import Any, Iterable, Sequence
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mmgenre_core.storage import atomic_write  # noqa: E402 - after the sys.path fix above
+
 log = logging.getLogger("training.fetch_lyrics")
 
 DEFAULT_TOKEN_ENV = "GENIUS_ACCESS_TOKEN"
@@ -235,11 +237,8 @@ def fetch_all(tracks: Iterable, fetcher: GeniusFetcher | None, cache: LyricsCach
 
 def write_output(tracks: Iterable, cache: LyricsCache, out: str | os.PathLike) -> int:
     """One JSON line per track with lyrics (the format training's ``data.lyrics`` reads)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_write(out, text=True) as fh:
         for t in tracks:
             rec = cache.get(t.key)
             if not rec or rec.get("status") != "found":
@@ -253,7 +252,6 @@ def write_output(tracks: Iterable, cache: LyricsCache, out: str | os.PathLike) -
                         "source": "genius", "url": rec.get("url")})
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
-    os.replace(tmp, out)
     return n
 
 

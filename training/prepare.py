@@ -36,7 +36,6 @@ import logging
 import multiprocessing as mp
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 
 from mmgenre_core.config import AudioConfig
+from mmgenre_core.storage import atomic_write_json
 
 log = logging.getLogger("training.prepare")
 
@@ -170,15 +170,6 @@ def _process_chunk(task: tuple[int, list[tuple[int, str, str | None]]]) -> tuple
 # --------------------------------------------------------------------------- #
 
 
-def _write_json_atomic(path: Path, data) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _start_method() -> str:
     try:
         import torch
@@ -239,7 +230,7 @@ def prepare(
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "key": key, "name": name,
                 "audio_config": audio.to_dict(), "shape": list(shape), "dtype": "float16",
                 "chunk_size": int(chunk_size), "complete": False}
-        _write_json_atomic(meta_path, meta)
+        atomic_write_json(meta_path, meta, indent=1)
 
     n_chunks = -(-len(norm) // chunk_size) if norm else 0
 
@@ -293,7 +284,7 @@ def prepare(
             for p, reason in skipped:
                 fh.write(f"{p}\t{reason}\n")
         meta["complete"] = True
-        _write_json_atomic(meta_path, meta)
+        atomic_write_json(meta_path, meta, indent=1)
         result.complete = True
     result.stats = {"clips": len(norm), "processed_now": clips_todo, "chunks_done_before": done_before,
                     "seconds": round(elapsed, 3),
@@ -310,7 +301,7 @@ def _record(results: Iterable, folder: Path, chunk_file, bar) -> None:
         for index, status in statuses:
             if status != "ok":
                 log.warning("skipping clip %d: %s", index, status)
-        _write_json_atomic(chunk_file(cid), {"chunk": cid, "status": [[i, s] for i, s in statuses]})
+        atomic_write_json(chunk_file(cid), {"chunk": cid, "status": [[i, s] for i, s in statuses]}, indent=1)
         bar.update(len(statuses))
 
 

@@ -23,14 +23,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
-import json
 import logging
 import math
 import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +45,7 @@ from mmgenre_core.checkpoint import Checkpoint, save_checkpoint
 from mmgenre_core.device import autocast as device_autocast
 from mmgenre_core.device import autocast_dtype, resolve_device
 from mmgenre_core.errors import ConfigError, MMGenreError
+from mmgenre_core.storage import atomic_torch_save, atomic_write_json
 from mmgenre_core.model import GenreModel
 from mmgenre_core.text import Vocabulary
 
@@ -279,29 +278,6 @@ def weighted_cross_entropy(logits: torch.Tensor, y: torch.Tensor, weights: torch
         return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     losses = F.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing)
     return (losses * weights).sum() / weights.sum().clamp_min(1e-12)
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_plain(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _plain(obj: Any) -> Any:
@@ -611,7 +587,7 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
                 "config": _plain(cfg.to_dict()),
             }
-            _save_atomic(state, last_path)
+            atomic_torch_save(last_path, state)
         if val and t.patience and bad_epochs >= t.patience:
             stopped_early = True
             if rt.main:
@@ -665,7 +641,7 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
         "valid": _plain(results.get("valid", {})), "test": _plain(results.get("test", {})),
     }
     if rt.main:
-        _write_json(out / "metrics.json", metrics)
+        atomic_write_json(out / "metrics.json", _plain(metrics))
         log.info("best epoch %d (%s %.4f); model: %s", best_epoch + 1, t.select, best_value, out / "model.pt")
     return metrics
 
