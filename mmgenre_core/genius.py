@@ -6,8 +6,14 @@ lyrics from the song's page. It never raises for a network or site problem:
 timeouts, HTTP errors, odd responses and missing songs all come back as a
 :class:`LyricsResult` with ``lyrics=None`` and a ``status`` saying why. After
 ``max_failures`` errors in a row the client stops asking for the rest of the run
-(the site is down or the token is bad; a library-wide run should not wait for a
-timeout per track).
+(the site is down; a library-wide run should not wait for a timeout per track),
+and a token Genius rejects (HTTP 401/403) stops it at once. ``retries`` asks again,
+after ``backoff`` seconds doubling each time, when a lookup fails.
+
+Matching is one rule for every caller (the plugin and ``training/fetch_lyrics.py``):
+the first hit whose title, without featured artists, bracketed notes and
+"- Remastered" suffixes, equals the one asked for (ignoring case, accents and
+punctuation), and whose artist matches; "One" never matches "One More Time".
 
 Answers are cached in a small SQLite file (default: the user cache folder,
 ``platformdirs.user_cache_dir("mmgenre")``) so a rerun does not ask again: found
@@ -255,17 +261,21 @@ class GeniusClient:
     Parameters
     ----------
     token : a Genius API client access token (https://genius.com/api-clients).
-    timeout : seconds for each HTTP request.
+    timeout : seconds for each lookup (search and page together).
     cache_dir : folder of the cache file; None: the user cache folder; False: no cache.
+    cache : an open :class:`LyricsCache` to use instead (``cache_dir`` is then ignored).
     api_root, web_root : base URLs of the API (``/search``) and the song pages.
-    max_failures : errors in a row after which the client gives up for this run.
+    max_failures : failed lookups in a row after which the client gives up for this run.
+    retries : further attempts of a failed lookup (timeouts, HTTP and connection errors).
+    backoff : seconds before the first retry; doubles with each one.
     sleep_time : pause after each request (politeness towards the site).
     warn, debug : called with each formatted warning / debug message (default: this module's logger).
     """
 
     def __init__(self, token: str, *, timeout: float = 10.0, cache_dir: str | os.PathLike | None | bool = None,
                  api_root: str | None = None, web_root: str | None = None, max_failures: int = 3,
-                 sleep_time: float = 0.0, negative_ttl: float = NEGATIVE_TTL,
+                 sleep_time: float = 0.0, negative_ttl: float = NEGATIVE_TTL, retries: int = 0,
+                 backoff: float = 1.0, cache: LyricsCache | None = None,
                  warn: Callable[[str], None] | None = None, debug: Callable[[str], None] | None = None) -> None:
         if not token or not isinstance(token, str):
             raise ValueError("a Genius access token is needed")
@@ -275,6 +285,9 @@ class GeniusClient:
         self.web_root = _with_slash(web_root) if web_root else None
         self.max_failures = max(1, int(max_failures))
         self.sleep_time = float(sleep_time)
+        self.retries = max(0, int(retries))
+        self.backoff = max(0.0, float(backoff))
+        self.token_rejected = False
         self._warn = warn or (lambda message: log.warning("%s", message))
         self._debug = debug or (lambda message: log.debug("%s", message))
         self.failures = 0
@@ -283,8 +296,8 @@ class GeniusClient:
         self._lock = threading.Lock()
         self._genius = None
         self._session = _bounded_session_class()()
-        self.cache: LyricsCache | None = None
-        if cache_dir is not False:
+        self.cache: LyricsCache | None = cache
+        if cache is None and cache_dir is not False:
             folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
             try:
                 self.cache = LyricsCache(folder / CACHE_FILE, negative_ttl=negative_ttl)
@@ -336,17 +349,27 @@ class GeniusClient:
         if self.disabled:
             return LyricsResult(None, DISABLED, error=self.disabled_reason)
         with self._lock:
-            self.requests += 1
-            # One deadline for the whole lookup (search and page together).
-            self._session.deadline = time.monotonic() + self.timeout
-            try:
-                lyrics, url = self._lookup(artist, title)
-            except Exception as exc:  # requests, lyricsgenius and bs4 raise many kinds
-                if self._session.cancelled.is_set():
-                    return LyricsResult(None, DISABLED, error="cancelled")
-                return self._failed(artist, title, exc)
-            finally:
-                self._session.deadline = None
+            attempt = 0
+            while True:
+                self.requests += 1
+                # One deadline for the whole lookup (search and page together).
+                self._session.deadline = time.monotonic() + self.timeout
+                try:
+                    lyrics, url = self._lookup(artist, title)
+                    break
+                except Exception as exc:  # requests, lyricsgenius and bs4 raise many kinds
+                    if self._session.cancelled.is_set():
+                        return LyricsResult(None, DISABLED, error="cancelled")
+                    if _http_status(exc) in (401, 403) or attempt >= self.retries:
+                        return self._failed(artist, title, exc)
+                    self._debug(f"Genius lookup of {artist} - {title} failed ({_describe(exc, self.timeout)}), "
+                                f"asking again ({attempt + 1} of {self.retries})")
+                    # A cancel (Ctrl-C) ends the wait at once.
+                    if self._session.cancelled.wait(self.backoff * 2 ** attempt):
+                        return LyricsResult(None, DISABLED, error="cancelled")
+                    attempt += 1
+                finally:
+                    self._session.deadline = None
             self.failures = 0
         if self.cache is not None:
             try:
@@ -381,6 +404,12 @@ class GeniusClient:
     def _failed(self, artist: str, title: str, exc: BaseException) -> LyricsResult:
         message = _describe(exc, self.timeout)
         self.failures += 1
+        if _http_status(exc) in (401, 403):
+            # Every further lookup would be refused the same way.
+            self.token_rejected = True
+            self.disabled_reason = f"Genius rejected the access token ({message})"
+            self._warn(f"not asking Genius again in this run: {self.disabled_reason}")
+            return LyricsResult(None, ERROR, error=message)
         self._warn(f"Genius lookup of {artist} - {title} failed: {message}")
         if self.failures >= self.max_failures:
             self.disabled_reason = f"{self.failures} Genius errors in a row (last: {message})"
@@ -401,6 +430,15 @@ def _with_slash(url: str) -> str:
 _STATUS = re.compile(r"status code:?\s*(\d{3})", re.IGNORECASE)
 
 
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a failed request, from the response or lyricsgenius' message."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status:
+        return int(status)
+    match = _STATUS.search(str(exc))
+    return int(match.group(1)) if match else None
+
+
 def _describe(exc: BaseException, timeout: float | None = None) -> str:
     """A one-line reason: "timed out after 10 s", "HTTP 500", "ConnectionError: ..."."""
     name = type(exc).__name__
@@ -418,10 +456,9 @@ def _describe(exc: BaseException, timeout: float | None = None) -> str:
         cause = cause.__cause__ or cause.__context__
     if "timed out" in text.lower() or "timeout" in name.lower():
         return f"timed out after {timeout:g} s" if timeout else "timed out"
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    match = _STATUS.search(text)
-    if status or match:
-        return f"HTTP {status or match.group(1)}"
+    status = _http_status(exc)
+    if status:
+        return f"HTTP {status}"
     if len(text) > 200:
         text = text[:200] + "..."
     return f"{name}: {text}" if text else name

@@ -164,6 +164,25 @@ def test_gives_up_after_repeated_failures(server, records, tmp_path, messages):
     assert any("not asking Genius again" in m for m in messages["warn"])
 
 
+def test_a_rejected_token_stops_at_once(server, records, tmp_path, messages):
+    server.unauthorized = True
+    client = make_client(server, tmp_path, messages, max_failures=5, retries=2, backoff=0.01)
+    first = client.fetch(records[0]["artist"], records[0]["title"])
+    assert first.status == g.ERROR and first.error == "HTTP 401"
+    assert client.token_rejected and "rejected the access token" in client.disabled_reason
+    assert client.fetch(records[1]["artist"], records[1]["title"]).status == g.DISABLED
+    assert len(server.search_requests) == 1  # no retry, no second track
+
+
+def test_retries_with_backoff_then_finds(server, records, tmp_path, messages):
+    rec = records[0]
+    server.fail_first = {rec["title"]: 2}
+    client = make_client(server, tmp_path, messages, retries=2, backoff=0.01)
+    assert client.fetch(rec["artist"], rec["title"]).status == g.FOUND
+    assert server.searches_for(rec["title"]) == 3 and client.failures == 0
+    assert messages["warn"] == [] and sum("asking again" in m for m in messages["debug"]) == 2
+
+
 def test_unreachable_server(tmp_path, messages):
     import socket
 
