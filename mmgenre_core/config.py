@@ -8,7 +8,10 @@ All three round-trip through plain dicts so a checkpoint holds them as plain val
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -17,24 +20,40 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 
-def _from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
-    """Build ``cls`` from a plain dict, rejecting unknown keys with a clear message."""
-    data = dict(data or {})
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, where: str | None = None) -> T:
+    """Build the dataclass ``cls`` from plain values (a JSON file, a checkpoint), checked.
+
+    The one from-dict rule of every config, the core's and training's: unknown keys,
+    and values whose type does not fit the field's annotation (str, int, float, bool,
+    None, tuple, list, dict and their unions), are a :class:`ConfigError` naming the
+    field; a field whose type is itself a dataclass is built from its dict the same
+    way. Lists become tuples where the field is a tuple (JSON has no tuples). ``where``
+    names the object in messages (default: the class name).
+    """
+    where = where or cls.__name__
+    data = {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown {cls.__name__} option(s): {', '.join(unknown)}")
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name not in data:
+        raise ConfigError(f"unknown option(s) in {where}: {', '.join(map(str, unknown))}")
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = from_dict(hints[name], value, where=f"{where}.{name}")
             continue
-        if isinstance(data[f.name], list):
-            data[f.name] = tuple(data[f.name])  # tuples come back from JSON as lists
-        if not _has_annotated_type(data[f.name], str(f.type)):
-            raise ConfigError(f"invalid {cls.__name__}: {f.name} must be {f.type}, not {data[f.name]!r}")
+        annotation = str(fields[name].type)
+        if isinstance(value, list) and "tuple" in annotation and "list" not in annotation:
+            value = tuple(value)
+        if not _has_annotated_type(value, annotation):
+            raise ConfigError(f"invalid {where}: {name} must be {annotation}, not {value!r}")
+        kwargs[name] = copy.deepcopy(value)
     try:
-        return cls(**data)
+        return cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid {cls.__name__}: {exc}") from exc
+        raise ConfigError(f"invalid {where}: {exc}") from exc
 
 
 def _has_annotated_type(value: Any, annotation: str) -> bool:
@@ -44,6 +63,8 @@ def _has_annotated_type(value: Any, annotation: str) -> bool:
     string where a number belongs is rejected here, not deep inside the model.
     """
     allowed = {part.strip().split("[")[0] for part in annotation.split("|")}
+    if "Any" in allowed:
+        return True
     if value is None:
         return "None" in allowed
     if isinstance(value, bool):
@@ -56,7 +77,11 @@ def _has_annotated_type(value: Any, annotation: str) -> bool:
         return "str" in allowed
     if isinstance(value, tuple):
         return "tuple" in allowed and all(isinstance(v, (int, float, str)) for v in value)
-    return not allowed & {"int", "float", "bool", "str", "None", "tuple"}
+    if isinstance(value, list):
+        return "list" in allowed
+    if isinstance(value, Mapping):
+        return "dict" in allowed
+    return not allowed & {"int", "float", "bool", "str", "None", "tuple", "list", "dict"}
 
 
 def _to_dict(obj: Any) -> dict[str, Any]:
@@ -113,7 +138,7 @@ class AudioConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "AudioConfig":
-        return _from_dict(cls, data)
+        return from_dict(cls, data)
 
 
 @dataclass(frozen=True)
@@ -135,7 +160,7 @@ class TextConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "TextConfig":
-        return _from_dict(cls, data)
+        return from_dict(cls, data)
 
 
 @dataclass(frozen=True)
@@ -207,7 +232,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "ModelConfig":
-        return _from_dict(cls, data)
+        return from_dict(cls, data)
 
 
-__all__ = ["AudioConfig", "TextConfig", "ModelConfig"]
+__all__ = ["AudioConfig", "TextConfig", "ModelConfig", "from_dict"]

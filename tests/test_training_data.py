@@ -71,6 +71,10 @@ def test_config_json_overrides_and_variables(tmp_path, monkeypatch):
 @pytest.mark.parametrize("bad, message", [
     (["train.schedule=weekly"], "schedule"),
     (["train.bogus=1"], "unknown option"),
+    # The core's from-dict rule checks training configs too: types, and objects where objects belong.
+    (["train.lr=fast"], "lr must be float"),
+    (["train.patience=[3]"], "patience must be int"),
+    (["vectors=[1]"], "vectors: expected an object"),
     (["model.nope=3"], "unknown model option"),
     (["data.audio.3.path=x"], "not an index"),
     (["novalue"], "key=value"),

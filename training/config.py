@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmgenre_core.config import AudioConfig, ModelConfig, TextConfig
+from mmgenre_core.config import AudioConfig, ModelConfig, TextConfig, from_dict
 from mmgenre_core.errors import ConfigError
 
 from . import REPO_ROOT
@@ -253,31 +253,10 @@ class TrainConfig:
 # --------------------------------------------------------------------------- #
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected an object, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown option(s) in {where or 'config'}: {', '.join(unknown)}")
-    kwargs = {}
-    for name, value in data.items():
-        sub = _NESTED.get((cls, name))
-        kwargs[name] = _build(sub, value, f"{where}.{name}".lstrip(".")) if sub else copy.deepcopy(value)
-    return cls(**kwargs)
-
-
-_NESTED = {
-    (TrainConfig, "data"): DataConfig,
-    (TrainConfig, "vectors"): VectorsConfig,
-    (TrainConfig, "prepare"): PrepareConfig,
-    (TrainConfig, "train"): OptimConfig,
-}
-
-
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """A :class:`TrainConfig` from a (possibly partial) dict; unknown keys are errors."""
-    return _build(TrainConfig, data, "")
+    """A :class:`TrainConfig` from a (possibly partial) dict: the core's one from-dict rule
+    (:func:`mmgenre_core.config.from_dict`): unknown keys and mistyped values are errors."""
+    return from_dict(TrainConfig, data, where="config")
 
 
 def parse_value(text: str) -> Any:
