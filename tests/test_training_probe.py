@@ -162,7 +162,7 @@ def test_head_inputs_are_what_the_classifier_sees():
 
 
 def test_param_groups_take_the_longest_matching_prefix():
-    from training.train import param_groups
+    from training.build import param_groups
 
     model = GenreModel(ModelConfig(n_genres=3, vocab_size=40, embed_dim=8, word_hidden=4, line_hidden=4,
                                    attention_dim=8, n_mels=96, audio_branch="musicnn", musicnn_finetune=True),

@@ -20,7 +20,8 @@ from mmgenre_core.predict import GenreClassifier
 from training.config import TrainConfig, load_config
 from training.evaluate import main as evaluate_main
 from training.loader import FusedForward, Table, collate, recalibrate_batchnorm, train_batch_specs
-from training.train import LRSchedule, train
+from training.build import LRSchedule
+from training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 N_PER_GENRE = 16

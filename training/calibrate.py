@@ -158,7 +158,7 @@ def reliability_png(calibration: dict[str, Any], path: str | Path, *, split: str
 
 
 def calibrate_checkpoint(ckpt, data, out_dir: str | Path, device: Any = "cpu") -> dict[str, Any]:
-    """Calibrate ``ckpt`` on the validation split of ``data`` (training.train.TrainData),
+    """Calibrate ``ckpt`` on the validation split of ``data`` (training.build.TrainData),
     measure the test split, write ``out_dir/reliability.png`` and log the ECEs.
 
     Returns what goes into ``ckpt.metadata["calibration"]``; an earlier calibration of
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from mmgenre_core.checkpoint import load_checkpoint, save_checkpoint
     from training.config import load_config
-    from training.train import load_data
+    from training.build import load_data
 
     data = load_data(load_config(args.run / "config.json"), progress=False)  # the run's own splits
     ckpt = load_checkpoint(args.model)
