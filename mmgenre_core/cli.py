@@ -105,10 +105,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not files:
         print("mmgenre: no audio files found", file=sys.stderr)
         return 2
-    lyrics = None
-    source = "file"
-    if args.lyrics_file:
-        lyrics = read_lyrics_file(args.lyrics_file)
+    given = read_lyrics_file(args.lyrics_file) if args.lyrics_file else {}
+    from .tags import read_embedded_lyrics
+
+    def lyrics(path: str) -> tuple[str | None, str]:
+        """--lyrics-file first ("file"), else the lyrics in the file's tags ("tag")."""
+        text = given.get(path, given.get(os.path.abspath(path)))
+        return (text, "file") if text is not None else (read_embedded_lyrics(path), "tag")
+
     from .device import configure_cpu_threads
 
     threads = configure_cpu_threads(args.threads, device=args.device)
@@ -121,7 +125,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .native_stderr import filtered_native_stderr
 
     with filtered_native_stderr():
-        n_failed = _print_predictions(clf, paths, lyrics, source, args)
+        n_failed = _print_predictions(clf, paths, lyrics, args)
     elapsed = time.perf_counter() - started
     log.info("%d tracks in %.1f s (%.1f tracks/s), %d failed", len(paths), elapsed,
              len(paths) / max(elapsed, 1e-9), n_failed)
@@ -187,11 +191,10 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_predictions(clf: Any, paths: list[str], lyrics: dict[str, str] | None, source: str,
-                       args: argparse.Namespace) -> int:
+def _print_predictions(clf: Any, paths: list[str], lyrics: Any, args: argparse.Namespace) -> int:
     """Print one line (or JSON object) per track as it is classified; returns the failures."""
     n_failed = 0
-    for res in clf.iter_predict(paths, lyrics=lyrics, lyrics_source=source, use_lyrics=not args.no_lyrics,
+    for res in clf.iter_predict(paths, lyrics=lyrics, use_lyrics=not args.no_lyrics,
                                 batch_size=args.batch_size, top_k=args.top_k,
                                 return_attention=args.attention):
         if res.error:

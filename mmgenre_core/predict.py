@@ -29,7 +29,6 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .device import autocast, resolve_device
 from .errors import AudioError, CheckpointError, ModelNotFoundError
 from .feature_cache import FeatureCache, FileIdentity, backbone_id
-from .tags import read_embedded_lyrics
 from .text import Vocabulary, encode_batch, has_words
 
 log = logging.getLogger(__name__)
@@ -96,6 +95,10 @@ class _Decoded:
     error: str | None
     features: np.ndarray | None = None  # (num_windows, audio_dim) float32, from the feature cache
     ident: FileIdentity | None = None  # the file's cache identity, to store what gets computed
+
+
+#: A lyrics source: path -> (text or None, source name such as "tag").
+LyricsFor = Callable[[str], "tuple[str | None, str]"]
 
 
 def _resolve_lyrics(lyrics: Sequence[str | None] | Mapping[str, str | None] | None,
@@ -193,7 +196,7 @@ class GenreClassifier:
 
     # ------------------------------------------------------------------ decoding
     def _decode_one(self, index: int, path: str, lyrics: str | None, lyrics_source: str,
-                    read_tags: bool) -> _Decoded:
+                    lyrics_for: LyricsFor | None) -> _Decoded:
         windows = features = ident = None
         error = None
         cache = self.feature_cache
@@ -211,14 +214,17 @@ class GenreClassifier:
             except Exception as exc:  # a decoder bug must not end a library-wide run
                 log.exception("unexpected error decoding %s", path)
                 error = f"{path}: cannot decode ({type(exc).__name__}: {exc})"
-        if error is None and lyrics is None and read_tags and self.uses_lyrics:
-            lyrics = read_embedded_lyrics(path)
-            lyrics_source = "tag" if lyrics else "none"
+        if error is None and lyrics is None and lyrics_for is not None and self.uses_lyrics:
+            try:
+                lyrics, lyrics_source = lyrics_for(path)
+            except Exception:  # a lyrics source's bug must not end a library-wide run
+                log.exception("the lyrics source failed for %s", path)
+                lyrics = None
         if lyrics is not None and not has_words(lyrics):
             lyrics = None  # punctuation, labels or blanks only: nothing the model can read
         return _Decoded(index, windows, lyrics, lyrics_source if lyrics else "none", error, features, ident)
 
-    def _iter_decoded(self, jobs: list[tuple[str, str | None, str]], *, read_tags: bool,
+    def _iter_decoded(self, jobs: list[tuple[str, str | None, str]], *, lyrics_for: LyricsFor | None,
                       num_workers: int | None, batch_size: int) -> Iterator[_Decoded]:
         """Decode in worker threads (default: the CPU cores, at most 8), two batches ahead, yielding in order."""
         if num_workers is None:
@@ -226,13 +232,13 @@ class GenreClassifier:
         prefetch = max(2 * batch_size, num_workers)
         if num_workers <= 0:
             for i, (p, lyr, src) in enumerate(jobs):
-                yield self._decode_one(i, p, lyr, src, read_tags)
+                yield self._decode_one(i, p, lyr, src, lyrics_for)
             return
         with ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="mmgenre-decode") as pool:
             pending: list[Future[_Decoded]] = []
             it = iter(enumerate(jobs))
             for i, (p, lyr, src) in it:
-                pending.append(pool.submit(self._decode_one, i, p, lyr, src, read_tags))
+                pending.append(pool.submit(self._decode_one, i, p, lyr, src, lyrics_for))
                 if len(pending) >= prefetch:
                     break
             while pending:
@@ -240,7 +246,7 @@ class GenreClassifier:
                 nxt = next(it, None)
                 if nxt is not None:
                     i, (p, lyr, src) = nxt
-                    pending.append(pool.submit(self._decode_one, i, p, lyr, src, read_tags))
+                    pending.append(pool.submit(self._decode_one, i, p, lyr, src, lyrics_for))
                 yield done
 
     # ----------------------------------------------------------------- inference
@@ -370,10 +376,9 @@ class GenreClassifier:
         self,
         paths: Iterable[str | os.PathLike],
         *,
-        lyrics: Sequence[str | None] | Mapping[str, str | None] | None = None,
+        lyrics: Sequence[str | None] | Mapping[str, str | None] | LyricsFor | None = None,
         lyrics_source: str = "given",
         use_lyrics: bool = True,
-        read_tag_lyrics: bool = True,
         batch_size: int = 16,
         top_k: int = 3,
         num_workers: int | None = None,
@@ -386,10 +391,11 @@ class GenreClassifier:
         Parameters
         ----------
         paths : audio files.
-        lyrics : one text (or None) per path, or a mapping path -> text. Tracks with no
-            lyrics given fall back to lyrics embedded in the file's tags when
-            ``read_tag_lyrics``; ``use_lyrics=False`` classifies from audio alone.
-        lyrics_source : the label reported for lyrics passed in ``lyrics``.
+        lyrics : one text (or None) per path, a mapping path -> text, or a function
+            path -> (text or None, source name) called in the decoding threads (e.g.
+            :func:`mmgenre_core.tags.embedded_lyrics`). The classifier reads no tag
+            itself; ``use_lyrics=False`` classifies from audio alone.
+        lyrics_source : the label reported for lyrics passed as texts or a mapping.
         batch_size : tracks per model call.
         top_k : genres reported per track (all probabilities are in ``.probabilities``).
         num_workers : decoding threads (default: the number of CPU cores, at most 8).
@@ -399,9 +405,10 @@ class GenreClassifier:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         paths = [os.fspath(p) for p in paths]
-        texts = _resolve_lyrics(lyrics, paths) if use_lyrics else None
+        lyrics_for = lyrics if callable(lyrics) and use_lyrics else None
+        texts = _resolve_lyrics(lyrics, paths) if use_lyrics and not callable(lyrics) else None
         jobs = [(p, texts[i] if texts else None, lyrics_source) for i, p in enumerate(paths)]
-        decoded = self._iter_decoded(jobs, read_tags=use_lyrics and read_tag_lyrics, num_workers=num_workers,
+        decoded = self._iter_decoded(jobs, lyrics_for=lyrics_for, num_workers=num_workers,
                                      batch_size=batch_size)
         results: dict[int, TrackPrediction] = {}
         next_out = 0
@@ -448,7 +455,7 @@ class GenreClassifier:
         if not self.checkpoint.model_config.use_audio:
             raise ValueError("this model has no audio branch")
         paths = [os.fspath(p) for p in paths]
-        decoded = self._iter_decoded([(p, None, "none") for p in paths], read_tags=False, num_workers=num_workers,
+        decoded = self._iter_decoded([(p, None, "none") for p in paths], lyrics_for=None, num_workers=num_workers,
                                      batch_size=batch_size)
         batch: list[_Decoded] = []
         for item in itertools.chain(decoded, [None]):

@@ -64,3 +64,11 @@ def read_embedded_lyrics(path: str | os.PathLike) -> str | None:
     except Exception as exc:
         log.debug("cannot read lyrics tag of %s: %s", path, exc)
     return None
+
+
+def embedded_lyrics(path: str) -> tuple[str | None, str]:
+    """``(text, "tag")``: :func:`read_embedded_lyrics` as a lyrics source for
+    :meth:`GenreClassifier.iter_predict <mmgenre_core.predict.GenreClassifier.iter_predict>`
+    (``lyrics=embedded_lyrics``), read in its decoding threads."""
+    return read_embedded_lyrics(path), "tag"
+

@@ -92,7 +92,7 @@ def test_inference_divides_each_windows_logits_by_the_temperature(tmp_path, real
     windows = [plain._decode_one(0, clip, None, "none", False).windows]
     logits, track, _, _ = plain._window_logits(plain._audio_features(windows), [None], False)
     expected = torch.softmax(logits / 2.0, dim=-1).mean(0).cpu().numpy()
-    got = hot.predict([clip], top_k=4, lyrics=[None], read_tag_lyrics=False)[0]
+    got = hot.predict([clip], top_k=4, lyrics=[None])[0]
     assert np.allclose([got.probabilities[g] for g in GENRES], expected, atol=1e-5)
     # Lyrics alone use the lyrics temperature; audio with lyrics the "both" one.
     lyr = "love the night road\nbaby money gun"
@@ -100,7 +100,7 @@ def test_inference_divides_each_windows_logits_by_the_temperature(tmp_path, real
     p_hot = hot.predict_lyrics([lyr], top_k=4)[0].probabilities
     raw = np.log([p_plain[g] for g in GENRES])
     assert np.allclose([p_hot[g] for g in GENRES], torch.softmax(torch.tensor(raw) / 0.5, dim=0).numpy(), atol=1e-5)
-    both = hot.predict([clip], top_k=4, lyrics=[lyr], read_tag_lyrics=False)[0]
+    both = hot.predict([clip], top_k=4, lyrics=[lyr])[0]
     lz, _, has, _ = plain._window_logits(plain._audio_features(windows), [lyr], False)
     assert bool(has.all())
     assert np.allclose([both.probabilities[g] for g in GENRES],

@@ -374,13 +374,15 @@ class TestLyrics(PluginTest):
 
         assert same_lyrics(read_embedded_lyrics(os.fsdecode(item.path)), records[0]["lyrics"])
 
-    def test_file_lyrics_without_genius_are_read_by_the_classifier(self, records, monkeypatch):
+    def test_file_lyrics_without_genius_come_from_the_chain(self, records, monkeypatch):
+        # The plugin's lyrics chain reads the file's tags; the classifier is handed text only.
         item = self.add_track(self.media.ogg)
         set_lyrics(item.path, records[0]["lyrics"])
         calls = spy_on(self.mmgenre, monkeypatch)
         self.run_command("mmgenre")
         item.load()
-        assert calls[0]["read_tag_lyrics"] is True and lyrics_passed(calls, item) is None
+        assert same_lyrics(lyrics_passed(calls, item), records[0]["lyrics"])
+        assert set(calls[0]) == {"paths", "lyrics", "use_lyrics", "batch_size", "top_k"}
         assert item["mmgenre_lyrics"] is True
 
     @pytest.mark.parametrize("how", ["option", "config"])

@@ -132,11 +132,19 @@ def test_lyrics_sources(model_path, real_clips, tmp_path):
     tags = id3.ID3(tagged)
     tags.add(id3.USLT(encoding=3, lang="eng", desc="", text="love night baby\nroad gun money"))
     tags.save()
+    from mmgenre_core.tags import embedded_lyrics
+
     clf = GenreClassifier.load(model_path, device="cpu")
-    plain, from_tag, given, off = clf.predict([real_clips[2], str(tagged)], top_k=4) + \
+    plain, from_tag, given, off = clf.predict([real_clips[2], str(tagged)], lyrics=embedded_lyrics, top_k=4) + \
         clf.predict([str(tagged)], lyrics=["money money gun"], lyrics_source="file", top_k=4) + \
         clf.predict([str(tagged)], use_lyrics=False, top_k=4)
     assert (plain.lyrics, from_tag.lyrics, given.lyrics, off.lyrics) == ("none", "tag", "file", "none")
+    # The classifier never reads a tag by itself: without a lyrics source, the tagged file has none.
+    untold = clf.predict([str(tagged)], top_k=4)[0]
+    assert untold.lyrics == "none" and untold.probabilities == pytest.approx(off.probabilities, abs=1e-6)
+    # A lyrics source that fails costs the track its lyrics, not the run.
+    broken = clf.predict([str(tagged)], lyrics=lambda path: 1 / 0, top_k=4)[0]
+    assert broken.ok and broken.lyrics == "none"
     # Same audio (the tag is not in the decoded audio), so lyrics alone make the difference.
     assert plain.probabilities == pytest.approx(off.probabilities, abs=1e-6)
     assert from_tag.probabilities != pytest.approx(plain.probabilities, abs=1e-6)

@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import confuse
@@ -56,8 +56,7 @@ else:
     tagging = _LazyModule("mmgenre_core.tagging")
 
 
-#: Where lyrics came from, as logged; "" means no lyrics.
-LYRICS_LIBRARY, LYRICS_FILE, LYRICS_GENIUS = "library", "file", "genius"
+from . import lyrics as lyrics_chain  # noqa: E402 - light: no beets, torch or network at import
 
 SKIP_NO_FILE = "file not found"
 SKIP_BROKEN_LINK = "symbolic link that points nowhere or in a loop"
@@ -247,7 +246,7 @@ class _Classified:
                  lyrics_text: str | None = None) -> None:
         self.item = item
         self.prediction = prediction
-        self.lyrics_source = lyrics_source  # "", "library", "file" or "genius"
+        self.lyrics_source = lyrics_source  # one of lyrics_chain.SOURCES
         self.lyrics_text = lyrics_text
 
     @property
@@ -584,50 +583,13 @@ class MMGenrePlugin(BeetsPlugin):
         return written
 
     # ------------------------------------------------------------- classifying
-    @staticmethod
-    def _lyrics_query(item: Item) -> tuple[str | None, str, str, str]:
-        """What the lyrics lookup needs, read in the main thread: beets' database
-        connections belong to their thread, so the lookup thread never touches items.
-        """
-        return (item.get("lyrics", with_album=False) or None, os.fsdecode(item.path),
-                item.get("artist", with_album=False) or item.get("albumartist", with_album=False) or "",
-                item.get("title", with_album=False) or "")
-
-    def _lyrics_for(self, query: tuple[str | None, str, str, str],
-                    genius: GeniusClient | None) -> tuple[str | None, str]:
-        """Lyrics by priority: the library, the file's tags, Genius. (None, "") when none.
-
-        Without Genius the file's tags are read by the classifier's decoding
-        threads (returned here as (None, "")).
-        """
-        from mmgenre_core.text import has_words
-
-        text, path, artist, title = query
-        if text and has_words(text):
-            return text, LYRICS_LIBRARY
-        if genius is None:
-            return None, ""
-        from mmgenre_core.tags import read_embedded_lyrics
-
-        text = read_embedded_lyrics(path)
-        if text and has_words(text):
-            return text, LYRICS_FILE
-        result = genius.fetch(artist, title)
-        if result.lyrics and has_words(result.lyrics):
-            self._log.debug("lyrics of {} - {} from Genius ({})", artist, title, result.status)
-            return result.lyrics, LYRICS_GENIUS
-        return None, ""
-
-    def _gather_lyrics(self, queries: Sequence[tuple[str | None, str, str, str]],
-                       genius: GeniusClient | None) -> list[tuple[str | None, str]]:
-        return [self._lyrics_for(query, genius) for query in queries]  # a cancelled client answers at once
-
     def classify(self, items: Sequence[Item], progress: Progress | None = None) -> Iterator[_Classified]:
         """Classify ``items`` in batches, yielding one result per item, in order.
 
-        With Genius, lyrics are looked up chunk by chunk in a background thread,
-        one chunk ahead of the model, so network waits overlap with the model's
-        work and results keep coming during a long run.
+        Lyrics come from one chain (:mod:`.lyrics`: the library, the file's tags,
+        Genius), looked up chunk by chunk in a background thread one chunk ahead of
+        the model, so tag reads and network waits overlap with the model's work and
+        results keep coming during a long run. The classifier only gets the text.
         """
         if not items:
             return
@@ -635,32 +597,27 @@ class MMGenrePlugin(BeetsPlugin):
         use_lyrics = self._use_lyrics()
         genius = self.genius if use_lyrics else None
         batch_size = max(1, self.config["batch_size"].get(int))
-        size = len(items) if genius is None else max(64, 4 * batch_size)
+        size = max(64, 4 * batch_size)
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
-        queries = [[self._lyrics_query(item) for item in part] for part in chunks] if use_lyrics else []
-        pending = _background(self._gather_lyrics, queries[0], genius) if use_lyrics else None
+        queries = [[lyrics_chain.LyricsQuery.of(item) for item in part] for part in chunks] if use_lyrics else []
+        debug = lambda message: self._log.debug("{}", message)  # noqa: E731
+        find = partial(lyrics_chain.find_all, genius=genius, debug=debug)
+        pending = _background(find, queries[0]) if use_lyrics else None
         try:
             for k, part in enumerate(chunks):
-                found = pending.result() if pending is not None else [(None, "")] * len(part)
+                found = pending.result() if pending is not None else [(None, lyrics_chain.NONE)] * len(part)
                 if use_lyrics and k + 1 < len(chunks):
-                    pending = _background(self._gather_lyrics, queries[k + 1], genius)
-                texts = [text for text, _ in found]
+                    pending = _background(find, queries[k + 1])
                 predictions = clf.iter_predict(
                     [os.fsdecode(item.path) for item in part],
-                    lyrics=texts if use_lyrics else None,
-                    lyrics_source="given",
+                    lyrics=[text for text, _ in found] if use_lyrics else None,
                     use_lyrics=use_lyrics,
-                    read_tag_lyrics=use_lyrics and genius is None,
                     batch_size=batch_size,
                     top_k=len(clf.genres),
                 )
                 for (item, pred), (text, source) in zip(zip(part, predictions), found):
-                    if pred.error is not None or not use_lyrics:
-                        source, text = "", None
-                    elif pred.lyrics == "tag":
-                        source, text = LYRICS_FILE, None
-                    elif pred.lyrics != "given":
-                        source, text = "", None
+                    if pred.error is not None or pred.lyrics == "none":
+                        source, text = lyrics_chain.NONE, None  # the model did not read them
                     if progress is not None:
                         progress.update()
                     yield _Classified(item, pred, source, text)
@@ -724,13 +681,13 @@ class MMGenrePlugin(BeetsPlugin):
         top = f"{decision.top[0]} ({decision.top[1]:.2f})" if decision.top else "-"
         log = self._log.info if mode.stage else self._log.debug
         log("{}: {} -> {} [best: {}, lyrics: {}]", item, current, decision.genres, top,
-            done.lyrics_source or "none")
+            done.lyrics_source)
         if not decision.touch:
             summary.add(decision.status, decision.reason)
             return decision
         before = _snapshot_fields(item)
-        self._set_fields(item, decision, bool(done.lyrics_source), model_id)
-        if (done.lyrics_source == LYRICS_GENIUS and done.lyrics_text and self.config["store_lyrics"].get(bool)
+        self._set_fields(item, decision, done.lyrics_source != lyrics_chain.NONE, model_id)
+        if (done.lyrics_source == lyrics_chain.GENIUS and done.lyrics_text and self.config["store_lyrics"].get(bool)
                 and not item.get("lyrics", with_album=False)):
             item["lyrics"] = done.lyrics_text
         # Only genres are shown, and unchanged ones show nothing: skip the diff (a query per item).
@@ -768,7 +725,7 @@ class MMGenrePlugin(BeetsPlugin):
             return
         model_id = self.classifier.model_id
         progress = Progress(len(todo), self._log, enabled=not mode.stage)
-        store = _StoreBuffer(lib, self.config["batch_size"].get(int))
+        store = _StoreBuffer(lib, STORE_BATCH)
         try:
             for done in self.classify(todo, progress):
                 self._apply_item(done, options, mode, progress=progress, summary=summary, model_id=model_id,
@@ -817,7 +774,7 @@ class MMGenrePlugin(BeetsPlugin):
         flat = [it for _, its in groups for it in its]
         progress = Progress(len(flat), self._log, enabled=not mode.stage)
         results = self.classify(flat, progress)
-        store = _StoreBuffer(lib, self.config["batch_size"].get(int))
+        store = _StoreBuffer(lib, STORE_BATCH)
         try:
             for album, items in groups:
                 done_items = [next(results) for _ in items]
@@ -847,7 +804,7 @@ class MMGenrePlugin(BeetsPlugin):
         log("album {}: {} -> {}", album, current, decision.genres)
         if not decision.touch:
             return
-        self._set_fields(album, decision, any(d.lyrics_source for d in ok), model_id)
+        self._set_fields(album, decision, any(d.lyrics_source != lyrics_chain.NONE for d in ok), model_id)
         if mode.show:
             self._show(album, progress)
         if not mode.pretend and album._dirty:
@@ -968,6 +925,12 @@ def _restore_fields(item: Item, before: dict[str, Any]) -> None:
                 del item[key]
         else:
             item[key] = value
+
+
+#: Rows stored per database transaction (at most every 2 s). Independent of the model's
+#: ``batch_size``: a transaction is cheap whatever its size, and a bigger model batch
+#: should not hold changed rows back longer.
+STORE_BATCH = 64
 
 
 class _StoreBuffer:
