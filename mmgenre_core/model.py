@@ -21,6 +21,7 @@ from precomputed spectrograms and inference from waveforms use the same features
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -28,6 +29,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .audio import LogMel
 from .config import AudioConfig, ModelConfig
+
+if TYPE_CHECKING:
+    from .head import Block
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -142,9 +146,7 @@ class MusicnnBranch(nn.Module):
         self.backbone = Musicnn()
         self.feature = config.musicnn_features
         self.finetune = config.musicnn_finetune
-        for module in self.backbone.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.frozen_stats = True  # read by training.loader.recalibrate_batchnorm
+        # Its batch norms keep musicnn's statistics (GenreModel.trainable_batchnorms leaves them out).
         self.backbone.requires_grad_(self.finetune)
         self.backbone.eval()
         self._onnx = None  # see use_onnx
@@ -349,6 +351,35 @@ class GenreModel(nn.Module):
             bag = self.bow(ids, mask & present[:, None, None])  # all zeros without lyrics
             out.vector = torch.cat([out.vector, bag.to(out.vector.dtype)], dim=-1)
         return out
+
+    def head_blocks(self) -> list["Block"]:
+        """The blocks of the fused head's input (``classifier``'s columns), in order:
+        audio, HAN, bag of words. ``probed`` marks inputs that mean something before
+        training (pretrained musicnn features, the bag of words); the paper's CNN and
+        the HAN start random."""
+        from .head import Block
+
+        mc = self.config
+        blocks, at = [], 0
+        if mc.use_audio:
+            dim = mc.audio_vector_dim
+            blocks.append(Block("audio", at, at + dim, mc.audio_branch == "musicnn"))
+            at += dim
+        if mc.use_lyrics:
+            han = 2 * mc.line_hidden
+            blocks.append(Block("han", at, at + han, False))
+            at += han
+            if mc.lyrics_bow:
+                blocks.append(Block("bag", at, at + mc.vocab_size, True))
+                at += mc.vocab_size
+        return blocks
+
+    def trainable_batchnorms(self) -> list[nn.modules.batchnorm._BatchNorm]:
+        """The batch norms whose running statistics training may re-estimate: all but a
+        pretrained backbone's (musicnn keeps the statistics it was shipped with)."""
+        frozen = set(self.cnn.backbone.modules()) if isinstance(getattr(self, "cnn", None), MusicnnBranch) else set()
+        return [m for m in self.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m not in frozen]
 
     def absent_lyrics(self, batch: int) -> torch.Tensor:
         """The "no lyrics" vector, [shape=(batch, lyrics_dim)]: learned HAN part, empty bag of words."""

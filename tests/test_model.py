@@ -245,3 +245,15 @@ def test_bag_of_words_is_tfidf_of_the_lyrics():
     assert vec.shape == absent.shape == (1, MUSICNN.lyrics_dim) == (1, 2 * SMALL.line_hidden + SMALL.vocab_size)
     assert torch.allclose(vec[0, 2 * SMALL.line_hidden:], bag[0])
     assert torch.count_nonzero(absent[0, 2 * SMALL.line_hidden:]) == 0
+
+
+def test_only_a_pretrained_backbone_keeps_its_batchnorm_statistics():
+    # The paper's CNN re-estimates every batch norm; musicnn's own ones stay as shipped,
+    # while the rest of the model (none here besides musicnn's) would be re-estimated.
+    paper = make_model()
+    all_bns = [m for m in paper.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert paper.trainable_batchnorms() == all_bns and all_bns
+    musicnn = GenreModel(MUSICNN, MUSICNN_AUDIO)
+    backbone = set(musicnn.cnn.backbone.modules())
+    assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in backbone)
+    assert not set(musicnn.trainable_batchnorms()) & backbone

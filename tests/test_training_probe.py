@@ -10,7 +10,7 @@ from mmgenre_core.config import AudioConfig, ModelConfig
 from mmgenre_core.model import GenreModel
 from training.config import load_config
 from training.loader import FusedForward, Table
-from training.probe import Block, fit_head, head_blocks, head_inputs, train_rows
+from training.probe import Block, fit_head, head_inputs, train_rows
 from training.train import example_weights, weighted_cross_entropy
 
 MUSICNN_AUDIO = AudioConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, top_db=None,
@@ -124,7 +124,7 @@ def test_head_blocks(branch, bow, expected):
     else:
         model = GenreModel(ModelConfig(**common, n_mels=32, cnn_channels=(4, 8), audio_dim=16),
                            AudioConfig(n_mels=32))
-    blocks = head_blocks(model)
+    blocks = model.head_blocks()
     assert [(b.name, b.probed) for b in blocks] == expected
     assert blocks[0].start == 0 and blocks[-1].stop == model.classifier.in_features
     assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:]))

@@ -305,9 +305,7 @@ def recalibrate_batchnorm(model: nn.Module, table: Table, indices: np.ndarray, *
     """
     import contextlib
 
-    # Pretrained backbones (musicnn) mark their batch norms: their statistics stay as shipped.
-    bns = [m for m in model.modules()
-           if isinstance(m, nn.modules.batchnorm._BatchNorm) and not getattr(m, "frozen_stats", False)]
+    bns = model.trainable_batchnorms()  # a pretrained backbone's statistics stay as shipped
     if not bns or table.mels is None or not getattr(model.config, "use_audio", False):
         return 0
     audio_idx = indices[table.mel_row[indices] >= 0]

@@ -33,25 +33,6 @@ from .metrics import compute_metrics
 log = logging.getLogger(__name__)
 
 
-def head_blocks(model: torch.nn.Module) -> list[Block]:
-    """The blocks of the fused head's input, in order: audio, HAN, bag of words."""
-    mc = model.config
-    blocks, at = [], 0
-    if mc.use_audio:
-        dim = mc.audio_vector_dim
-        # Pretrained musicnn features mean something before training; the paper's CNN is random.
-        blocks.append(Block("audio", at, at + dim, mc.audio_branch == "musicnn"))
-        at += dim
-    if mc.use_lyrics:
-        han = 2 * mc.line_hidden
-        blocks.append(Block("han", at, at + han, False))
-        at += han
-        if mc.lyrics_bow:
-            blocks.append(Block("bag", at, at + mc.vocab_size, True))
-            at += mc.vocab_size
-    return blocks
-
-
 @torch.no_grad()
 def head_inputs(forward: FusedForward, table: Table, specs: Sequence[BatchSpec], *, crop_frames: int | None,
                 device: torch.device) -> torch.Tensor:
@@ -111,7 +92,7 @@ def linear_probe(forward: FusedForward, table: Table, train_idx: np.ndarray, val
     """
     model = forward.model
     started = time.perf_counter()
-    blocks = [b for b in head_blocks(model) if b.probed]
+    blocks = [b for b in model.head_blocks() if b.probed]
     if not blocks:
         return {"probed": []}
     specs, rows = train_rows(table, train_idx, crop_frames=crop_frames, max_crops=max_crops,
@@ -183,4 +164,4 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-__all__ = ["Block", "head_blocks", "head_inputs", "train_rows", "fit_head", "linear_probe"]
+__all__ = ["Block", "head_inputs", "train_rows", "fit_head", "linear_probe"]
