@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -57,6 +54,7 @@ else:
 
 
 from . import lyrics as lyrics_chain  # noqa: E402 - light: no beets, torch or network at import
+from .run import Progress, Run, RunMode, Summary  # noqa: E402
 
 SKIP_NO_FILE = "file not found"
 SKIP_BROKEN_LINK = "symbolic link that points nowhere or in a loop"
@@ -109,61 +107,6 @@ SKIP_WRITE_FAILED = "file not written"
 # --------------------------------------------------------------------------- #
 
 
-class Progress:
-    """A progress bar on a terminal (tqdm, on stderr), else a log line every ``interval`` s."""
-
-    def __init__(self, total: int, log: Any, *, unit: str = "track", interval: float = 30.0,
-                 enabled: bool = True) -> None:
-        self.total = total
-        self.done = 0
-        self.unit = unit
-        self.log = log
-        self.interval = interval
-        self.started = time.perf_counter()
-        self._last_report = self.started
-        self.bar = None
-        if enabled and total > 1 and _is_terminal(sys.stderr):
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, unit=unit, desc="mmgenre", file=sys.stderr, dynamic_ncols=True,
-                                leave=False, smoothing=0.1)
-            except ImportError:  # pragma: no cover - tqdm is a dependency
-                self.bar = None
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    @property
-    def rate(self) -> float:
-        return self.done / max(self.elapsed, 1e-9)
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-            return
-        now = time.perf_counter()
-        if now - self._last_report >= self.interval and self.done < self.total:
-            self._last_report = now
-            self.log.info("{}/{} {}s, {:.1f} {}s/s", self.done, self.total, self.unit, self.rate, self.unit)
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """Print around the bar without tearing it."""
-        if self.bar is None:
-            yield
-        else:
-            with self.bar.external_write_mode():
-                yield
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def _looks_like_path(value: str) -> bool:
     """A ``whitelist`` string that names a file, not a comma-separated list of genres.
 
@@ -173,68 +116,6 @@ def _looks_like_path(value: str) -> bool:
     value = value.strip()
     return (os.path.isfile(os.path.expanduser(value)) or value.startswith(("/", "~", "./", "../"))
             or value.lower().endswith((".txt", ".list", ".conf")))
-
-
-def _is_terminal(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-class Summary:
-    """Counts of one run: tagged, unchanged, skipped (with reasons), failed (with reasons)."""
-
-    def __init__(self, kind: str = "track") -> None:
-        self.kind = kind
-        self.classified = 0
-        self.tagged = 0
-        self.unchanged = 0
-        self.skipped: Counter = Counter()
-        self.failed: Counter = Counter()
-
-    @property
-    def total(self) -> int:
-        return self.tagged + self.unchanged + sum(self.skipped.values()) + sum(self.failed.values())
-
-    def add(self, status: str, reason: str | None = None) -> None:
-        if status == tagging.TAGGED:
-            self.tagged += 1
-        elif status == tagging.UNCHANGED:
-            self.unchanged += 1
-        elif status == tagging.SKIPPED:
-            self.skipped[reason or "skipped"] += 1
-        else:
-            self.failed[reason or "failed"] += 1
-
-    def describe(self, *, pretend: bool = False) -> str:
-        n = self.total
-        parts = [f"{self.tagged} {'would be tagged' if pretend else 'tagged'}", f"{self.unchanged} unchanged"]
-        n_skipped = sum(self.skipped.values())
-        if n_skipped:
-            reasons = ", ".join(f"{count} {reason}" for reason, count in self.skipped.most_common())
-            parts.append(f"{n_skipped} skipped ({reasons})")
-        else:
-            parts.append("0 skipped")
-        parts.append(f"{sum(self.failed.values())} failed")
-        return f"{n} {self.kind}{'' if n == 1 else 's'}: " + ", ".join(parts)
-
-
-@dataclass(frozen=True)
-class RunMode:
-    """How one run treats the library and the files.
-
-    write: write changed genres to the files; pretend: change nothing, show what
-    would change; show: print each change; stage: inside ``beet import`` (log at
-    info, no progress bar); mark_unwritten: an as-is import, whose files beets will
-    not write: rows are marked for ``write_imported``.
-    """
-
-    write: bool = False
-    pretend: bool = False
-    show: bool = False
-    stage: bool = False
-    mark_unwritten: bool = False
 
 
 class _Classified:
@@ -478,16 +359,12 @@ class MMGenrePlugin(BeetsPlugin):
     def _run_command(self, lib: Library, args: list[str], options: tagging.TaggingOptions,
                      mode: RunMode) -> list[Summary]:
         if self.config["album"].get(bool):
-            albums = list(lib.albums(args))
-            album_summary, track_summary = Summary("album"), Summary("track")
-            self.tag_albums(lib, albums, options, mode, album_summary=album_summary, track_summary=track_summary)
-            summaries = [album_summary, track_summary]
-        else:
-            items = list(lib.items(args))
-            track_summary = Summary("track")
-            self.tag_items(lib, items, options, mode, summary=track_summary)
-            summaries = [track_summary]
-        return summaries
+            run = Run(options, mode, Summary("track"), album_summary=Summary("album"))
+            self.tag_albums(lib, list(lib.albums(args)), run)
+            return [run.album_summary, run.summary]
+        run = Run(options, mode, Summary("track"))
+        self.tag_items(lib, list(lib.items(args)), run)
+        return [run.summary]
 
     # ------------------------------------------------------------- file writes
     def finish_pending_writes(self, lib: Library) -> None:
@@ -664,10 +541,9 @@ class MMGenrePlugin(BeetsPlugin):
         with progress.paused() if progress is not None else contextlib.nullcontext():
             ui.show_model_changes(obj, fields=list(SHOWN_FIELDS))
 
-    def _apply_item(self, done: _Classified, options: tagging.TaggingOptions, mode: RunMode, *,
-                    progress: Progress | None, summary: Summary, model_id: str,
-                    store: _StoreBuffer) -> tagging.Decision | None:
+    def _apply_item(self, done: _Classified, run: Run) -> tagging.Decision | None:
         """Decide and set one classified item's genres; returns the decision (None: failed)."""
+        options, mode, summary, progress, store = run.options, run.mode, run.summary, run.progress, run.store
         item = done.item
         summary.classified += 1
         if not done.ok:
@@ -686,7 +562,7 @@ class MMGenrePlugin(BeetsPlugin):
             summary.add(decision.status, decision.reason)
             return decision
         before = _snapshot_fields(item)
-        self._set_fields(item, decision, done.lyrics_source != lyrics_chain.NONE, model_id)
+        self._set_fields(item, decision, done.lyrics_source != lyrics_chain.NONE, run.model_id)
         if (done.lyrics_source == lyrics_chain.GENIUS and done.lyrics_text and self.config["store_lyrics"].get(bool)
                 and not item.get("lyrics", with_album=False)):
             item["lyrics"] = done.lyrics_text
@@ -710,29 +586,24 @@ class MMGenrePlugin(BeetsPlugin):
         summary.add(decision.status, decision.reason)
         return decision
 
-    def tag_items(self, lib: Library, items: Sequence[Item], options: tagging.TaggingOptions, mode: RunMode, *,
-                  summary: Summary) -> None:
+    def tag_items(self, lib: Library, items: Sequence[Item], run: Run) -> None:
         """Classify and tag tracks (the command without ``-a``, and imports of singletons)."""
         todo = []
         for item in items:
-            reason = self._pre_skip(item, options)
+            reason = self._pre_skip(item, run.options)
             if reason:
-                summary.add(tagging.SKIPPED, reason)
+                run.summary.add(tagging.SKIPPED, reason)
                 self._log.debug("skipping {}: {}", item, reason)
             else:
                 todo.append(item)
         if not todo:
             return
-        model_id = self.classifier.model_id
-        progress = Progress(len(todo), self._log, enabled=not mode.stage)
-        store = _StoreBuffer(lib, STORE_BATCH)
+        run.open(lib, len(todo), self._log, self.classifier.model_id)
         try:
-            for done in self.classify(todo, progress):
-                self._apply_item(done, options, mode, progress=progress, summary=summary, model_id=model_id,
-                                 store=store)
+            for done in self.classify(todo, run.progress):
+                self._apply_item(done, run)
         finally:
-            store.flush()
-            progress.close()
+            run.close()
 
     def _pre_skip(self, item: Item, options: tagging.TaggingOptions) -> str | None:
         current, ours = self._previous(item)
@@ -744,14 +615,15 @@ class MMGenrePlugin(BeetsPlugin):
             return SKIP_BROKEN_LINK if os.path.islink(path) else SKIP_NO_FILE
         return None
 
-    def tag_albums(self, lib: Library, albums: Sequence[Album], options: tagging.TaggingOptions, mode: RunMode, *,
-                   album_summary: Summary, track_summary: Summary,
+    def tag_albums(self, lib: Library, albums: Sequence[Album], run: Run, *,
                    album_items: Sequence[Sequence[Item]] | None = None) -> None:
         """Tag albums from their tracks' combined probabilities, and the tracks themselves.
 
         The album is stored without inheritance, so its genres never overwrite
         the tracks' own.
         """
+        options, album_summary, track_summary = run.options, run.album_summary, run.summary
+        assert album_summary is not None
         groups: list[tuple[Album, list[Item]]] = []
         for n, album in enumerate(albums):
             items = list(album_items[n]) if album_items is not None else list(album.items())
@@ -770,26 +642,21 @@ class MMGenrePlugin(BeetsPlugin):
             groups.append((album, present))
         if not groups:
             return
-        model_id = self.classifier.model_id
         flat = [it for _, its in groups for it in its]
-        progress = Progress(len(flat), self._log, enabled=not mode.stage)
-        results = self.classify(flat, progress)
-        store = _StoreBuffer(lib, STORE_BATCH)
+        run.open(lib, len(flat), self._log, self.classifier.model_id)
+        results = self.classify(flat, run.progress)
         try:
             for album, items in groups:
                 done_items = [next(results) for _ in items]
                 for done in done_items:
-                    self._apply_item(done, options, mode, progress=progress, summary=track_summary,
-                                     model_id=model_id, store=store)
-                self._apply_album(album, done_items, options, mode, progress=progress, summary=album_summary,
-                                  model_id=model_id, store=store)
+                    self._apply_item(done, run)
+                self._apply_album(album, done_items, run)
         finally:
-            store.flush()
-            progress.close()
+            run.close()
 
-    def _apply_album(self, album: Album, done_items: Sequence[_Classified], options: tagging.TaggingOptions,
-                     mode: RunMode, *, progress: Progress | None, summary: Summary, model_id: str,
-                     store: _StoreBuffer) -> None:
+    def _apply_album(self, album: Album, done_items: Sequence[_Classified], run: Run) -> None:
+        options, mode, summary, progress, store = run.options, run.mode, run.album_summary, run.progress, run.store
+        assert summary is not None and store is not None
         ok = [d for d in done_items if d.ok]
         if not ok:
             self._log.warning("cannot classify album {}: none of its tracks could be decoded", album)
@@ -804,7 +671,7 @@ class MMGenrePlugin(BeetsPlugin):
         log("album {}: {} -> {}", album, current, decision.genres)
         if not decision.touch:
             return
-        self._set_fields(album, decision, any(d.lyrics_source != lyrics_chain.NONE for d in ok), model_id)
+        self._set_fields(album, decision, any(d.lyrics_source != lyrics_chain.NONE for d in ok), run.model_id)
         if mode.show:
             self._show(album, progress)
         if not mode.pretend and album._dirty:
@@ -848,10 +715,10 @@ class MMGenrePlugin(BeetsPlugin):
                   mode: RunMode, summary: Summary) -> None:
         album = getattr(task, "album", None) if task.is_album else None
         if album is not None:
-            self.tag_albums(lib, [album], options, mode, album_summary=Summary("album"), track_summary=summary,
+            self.tag_albums(lib, [album], Run(options, mode, summary, album_summary=Summary("album")),
                             album_items=[items])
         else:
-            self.tag_items(lib, items, options, mode, summary=summary)
+            self.tag_items(lib, items, Run(options, mode, summary))
 
     def write_imported(self, session: ImportSession, task: ImportTask) -> None:
         """Write the genres of an as-is import's tracks, which beets does not write itself.
@@ -925,45 +792,3 @@ def _restore_fields(item: Item, before: dict[str, Any]) -> None:
                 del item[key]
         else:
             item[key] = value
-
-
-#: Rows stored per database transaction (at most every 2 s). Independent of the model's
-#: ``batch_size``: a transaction is cheap whatever its size, and a bigger model batch
-#: should not hold changed rows back longer.
-STORE_BATCH = 64
-
-
-class _StoreBuffer:
-    """Stores changed objects in groups: one database transaction per ``size`` objects.
-
-    Objects wait at most ``max_wait`` seconds; nothing holds the database lock
-    while the model computes.
-    """
-
-    def __init__(self, lib: Library, size: int, max_wait: float = 2.0) -> None:
-        self.lib = lib
-        self.size = max(1, size)
-        self.max_wait = max_wait
-        self._pending: list[Any] = []
-        self._since = 0.0
-
-    def add(self, obj: Any) -> None:
-        if not self._pending:
-            self._since = time.perf_counter()
-        self._pending.append(obj)
-        if len(self._pending) >= self.size or time.perf_counter() - self._since >= self.max_wait:
-            self.flush()
-
-    def flush(self) -> None:
-        from beets.library import Album
-
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        with self.lib.transaction():
-            for obj in pending:
-                if isinstance(obj, Album):
-                    # No inheritance: the album's genres must not overwrite its tracks' own.
-                    obj.store(inherit=False)
-                else:
-                    obj.store()

@@ -60,7 +60,7 @@ def run_learn(plugin: Any, lib: "Library", query: list[str], *, pretend: bool) -
     from mmgenre_core.learn import LabelledTrack, LearnError, learn_genre_head
     from mmgenre_core import tagging
 
-    from . import Progress
+    from .run import Progress
 
     options = plugin.tagging_options()
     min_tracks = plugin.config["learn_min_tracks"].get(int)
