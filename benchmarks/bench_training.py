@@ -84,7 +84,7 @@ def bench_fma_step(steps: int, device_name: str, cache: Path) -> dict:
     from mmgenre_core.device import autocast, autocast_dtype, resolve_device
     from training.config import load_config, model_config_for
     from training.datasets import Dataset
-    from training.loader import BatchSpec, FusedForward, build_table, collate
+    from training.loader import BatchSpec, build_table, collate
     from training.lyrics_data import build_vocabulary, tokenize_all
     from training.prepare import prepare_dataset
     from mmgenre_core.model import GenreModel
@@ -107,7 +107,7 @@ def bench_fma_step(steps: int, device_name: str, cache: Path) -> dict:
                           use_audio=True, use_lyrics=True)
     torch.manual_seed(0)
     model = GenreModel(mc, fma_cfg.audio_config()).to(device)
-    fwd = FusedForward(model).train()
+    model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     rng = np.random.default_rng(0)
     amp = autocast_dtype(device) is not None
@@ -121,7 +121,7 @@ def bench_fma_step(steps: int, device_name: str, cache: Path) -> dict:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         with autocast(device) if amp else torch.autocast("cpu", enabled=False):
-            logits = fwd(batch.size, batch.mel, batch.audio_pos, batch.ids, batch.lyrics_pos)
+            logits = model(batch.fused())
         loss = F.cross_entropy(logits.float(), y)
         opt.zero_grad()
         loss.backward()

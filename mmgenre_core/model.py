@@ -7,7 +7,9 @@
 * :class:`MusicnnBranch`: instead of the CNN, the MSD-pretrained musicnn
   (``ModelConfig.audio_branch = "musicnn"``), frozen or fine-tuned.
 * :class:`GenreModel`: concatenates both vectors and classifies them with one
-  linear layer (equation 5; softmax is applied by the caller / the loss).
+  linear layer (equation 5; softmax is applied by the caller / the loss). Its
+  ``forward`` over a :class:`FusedBatch` is the one pass that training, evaluation
+  and inference call.
 
 Beyond the paper: most tracks have no lyrics (and a lyrics-only query has no audio),
 so a learned "no lyrics" vector stands in for the HAN output when lyrics are absent,
@@ -20,7 +22,7 @@ from precomputed spectrograms and inference from waveforms use the same features
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -29,6 +31,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .audio import LogMel
 from .config import AudioConfig, ModelConfig
+from .text import PAD_ID
 
 if TYPE_CHECKING:
     from .head import Block
@@ -397,43 +400,70 @@ class GenreModel(nn.Module):
         fused = torch.cat([p.to(dtype) for p in parts], dim=-1)
         return self.classifier(self.dropout(fused))
 
-    def forward(
-        self,
-        *,
-        mel: torch.Tensor | None = None,
-        waveform: torch.Tensor | None = None,
-        has_audio: torch.Tensor | None = None,
-        lyrics_ids: torch.Tensor | None = None,
-        lyrics_mask: torch.Tensor | None = None,
-        has_lyrics: torch.Tensor | None = None,
-        return_attention: bool = False,
-    ) -> ModelOutput | torch.Tensor:
-        """Logits [shape=(batch, n_genres)] from any combination of the inputs.
+    def forward(self, batch: "FusedBatch", *, return_attention: bool = False) -> ModelOutput | torch.Tensor:
+        """Logits [shape=(batch.size, n_genres)]: the one fused pass that training,
+        evaluation and inference all call (inference then averages a track's windows).
 
-        mel [shape=(batch, n_mels, frames)] or waveform [shape=(batch, samples)];
-        lyrics_ids / lyrics_mask [shape=(batch, lines, words)]; has_audio / has_lyrics
-        [shape=(batch,)] bool mark which rows really have that modality (modality
-        dropout in training, tracks without lyrics at inference). A missing modality
-        (None) uses the learned "absent" vector for every row.
+        Rows without a modality get its learned "absent" vector; each branch runs only
+        on the rows that have its input. With ``return_attention`` a :class:`ModelOutput`
+        carries the HAN's attention of each lyrics document.
         """
-        batch = next(t.shape[0] for t in (mel, waveform, lyrics_ids) if t is not None)
         audio_vec = lyrics_vec = None
         word_att = line_att = None
         if self.config.use_audio:
-            if mel is None and waveform is not None:
-                mel = self.frontend(waveform)
-            audio_vec = self.absent_audio(batch) if mel is None else self.encode_audio(mel, has_audio)
+            audio_vec = self.absent_audio(batch.size)
+            if batch.audio_pos.numel():
+                enc = batch.audio_features if batch.audio_features is not None else self.encode_audio(batch.mel)
+                audio_vec = audio_vec.index_copy(0, batch.audio_pos, enc.to(audio_vec.dtype))
         if self.config.use_lyrics:
-            if lyrics_ids is None:
-                lyrics_vec = self.absent_lyrics(batch)
-            else:
-                if lyrics_mask is None:
-                    lyrics_mask = lyrics_ids != 0
-                if has_lyrics is None:
-                    has_lyrics = lyrics_mask.flatten(1).any(dim=1)
-                han = self.encode_lyrics(lyrics_ids, lyrics_mask, has_lyrics)
-                lyrics_vec, word_att, line_att = han.vector, han.word_attention, han.line_attention
+            lyrics_vec = self.absent_lyrics(batch.size)
+            if batch.lyrics_pos.numel():
+                ids = batch.ids
+                mask = batch.lyrics_mask if batch.lyrics_mask is not None else ids != PAD_ID
+                present = batch.lyrics_present if batch.lyrics_present is not None else \
+                    torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
+                han = self.encode_lyrics(ids, mask, present)
+                docs = han.vector if batch.lyrics_doc is None else han.vector[batch.lyrics_doc]
+                lyrics_vec = lyrics_vec.index_copy(0, batch.lyrics_pos, docs.to(lyrics_vec.dtype))
+                word_att, line_att = han.word_attention, han.line_attention
         logits = self.classify(audio_vec, lyrics_vec)
         if return_attention:
             return ModelOutput(logits, word_att, line_att)
         return logits
+
+
+@dataclass
+class FusedBatch:
+    """The input of one :meth:`GenreModel.forward` call: ``size`` rows (training examples,
+    or the windows of a batch of tracks at inference) and which rows have which input.
+
+    audio_pos [shape=(n_audio,)]: the rows with audio, whose input is ``mel``
+    [shape=(n_audio, n_mels, frames)] or, when the audio branch already ran (the
+    feature cache), ``audio_features`` [shape=(n_audio, audio_vector_dim)].
+    lyrics_pos [shape=(n_lyr,)]: the rows that read lyrics. ``ids`` (and ``lyrics_mask``)
+    [shape=(n_docs, lines, words)] hold the documents; ``lyrics_doc`` [shape=(n_lyr,)]
+    says which document each of those rows reads (None: the i-th row the i-th
+    document), so a track's windows share one HAN pass; ``lyrics_present``
+    [shape=(n_docs,)] marks documents that are really there (None: all).
+    """
+
+    size: int
+    audio_pos: torch.Tensor
+    mel: torch.Tensor | None = None
+    audio_features: torch.Tensor | None = None
+    lyrics_pos: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    ids: torch.Tensor | None = None
+    lyrics_mask: torch.Tensor | None = None
+    lyrics_present: torch.Tensor | None = None
+    lyrics_doc: torch.Tensor | None = None
+
+    @classmethod
+    def full(cls, *, mel: torch.Tensor | None = None, ids: torch.Tensor | None = None,
+             lyrics_mask: torch.Tensor | None = None) -> "FusedBatch":
+        """Every row has the inputs given: ``mel`` and/or ``ids`` [shape=(batch, ...)]."""
+        size = next(t.shape[0] for t in (mel, ids) if t is not None)
+        device = next(t.device for t in (mel, ids) if t is not None)
+        rows = torch.arange(size, device=device)
+        empty = rows[:0]
+        return cls(size, rows if mel is not None else empty, mel=mel,
+                   lyrics_pos=rows if ids is not None else empty, ids=ids, lyrics_mask=lyrics_mask)

@@ -29,6 +29,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .device import autocast, resolve_device
 from .errors import AudioError, CheckpointError, ModelNotFoundError
 from .feature_cache import FeatureCache, FileIdentity, backbone_id
+from .model import FusedBatch
 from .text import Vocabulary, encode_batch, has_words
 
 log = logging.getLogger(__name__)
@@ -285,32 +286,33 @@ class GenreClassifier:
         """
         model, device = self.model, self.device
         batch = len(lyrics)
+        if self.checkpoint.model_config.use_audio:
+            counts = torch.tensor([f.shape[0] for f in features], device=device)
+            track_of_row = torch.repeat_interleave(torch.arange(batch, device=device), counts)
+        else:
+            track_of_row = torch.arange(batch, device=device)
+        rows = track_of_row.shape[0]
+        row_index = torch.arange(rows, device=device)
+        inputs = FusedBatch(rows, row_index[:0])
+        if self.checkpoint.model_config.use_audio:
+            # Every row (window) has audio: its features, from the audio branch or the cache.
+            inputs.audio_pos = row_index
+            inputs.audio_features = torch.cat([f.to(device) for f in features], dim=0)  # (rows, audio_dim)
+        has_lyrics = torch.zeros(batch, dtype=torch.bool, device=device)
+        if self.uses_lyrics and any(lyrics):  # the common case, no lyrics in the batch, skips the HAN
+            ids, mask, has = encode_batch(lyrics, vocab=self.vocab, config=self.text_config)
+            ids, mask, has = ids.to(device), mask.to(device), has.to(device)
+            # One HAN pass per track; each of its windows reads it. Lyrics the encoder found
+            # no words in run as "absent": calibrate them as audio alone.
+            inputs.lyrics_pos, inputs.ids, inputs.lyrics_mask = row_index, ids, mask
+            inputs.lyrics_present, inputs.lyrics_doc = has, track_of_row
+            has_lyrics = has & mask.flatten(1).any(dim=1)
         with autocast(device):
-            lyrics_vec = None
-            word_att = line_att = None
-            has_lyrics = torch.zeros(batch, dtype=torch.bool, device=device)
-            if self.uses_lyrics:
-                if any(lyrics):
-                    ids, mask, has = encode_batch(lyrics, vocab=self.vocab, config=self.text_config)
-                    han = model.encode_lyrics(ids.to(device), mask.to(device), has.to(device))
-                    lyrics_vec, word_att, line_att = han.vector, han.word_attention, han.line_attention
-                    # Lyrics the encoder found no words in ran as "absent": calibrate them as audio alone.
-                    has_lyrics = has.to(device) & mask.to(device).flatten(1).any(dim=1)
-                else:  # the common case: no track of the batch has lyrics; skip the HAN
-                    lyrics_vec = model.absent_lyrics(batch)
-            if self.checkpoint.model_config.use_audio:
-                counts = [f.shape[0] for f in features]
-                audio_vec = torch.cat([f.to(device) for f in features], dim=0)  # (sum windows, audio_dim)
-                track_of_row = torch.repeat_interleave(torch.arange(batch, device=device),
-                                                       torch.tensor(counts, device=device))
-                lyr = None if lyrics_vec is None else lyrics_vec[track_of_row]
-                logits = model.classify(audio_vec, lyr).float()  # (sum windows, n_genres)
-            else:
-                track_of_row = torch.arange(batch, device=device)
-                logits = model.classify(None, lyrics_vec).float()
+            out = model(inputs, return_attention=True)
+        logits = out.logits.float()  # (rows, n_genres)
         attention = []
-        if return_attention and word_att is not None:
-            attention = [word_att.float().cpu().numpy(), line_att.float().cpu().numpy()]
+        if return_attention and out.word_attention is not None:
+            attention = [out.word_attention.float().cpu().numpy(), out.line_attention.float().cpu().numpy()]
         return logits, track_of_row, has_lyrics[track_of_row], attention
 
     def _row_temperatures(self, has_lyrics: torch.Tensor) -> torch.Tensor:
@@ -503,13 +505,14 @@ class GenreClassifier:
         [shape=(len(texts), n_genres)] and the HAN's attention (word, line) when asked."""
         model, device = self.model, self.device
         ids, mask, has = encode_batch(texts, vocab=self.vocab, config=self.text_config)
+        rows = torch.arange(len(texts), device=device)
+        inputs = FusedBatch(len(texts), rows[:0], lyrics_pos=rows, ids=ids.to(device), lyrics_mask=mask.to(device),
+                            lyrics_present=has.to(device))
         with autocast(device):
-            han = model.encode_lyrics(ids.to(device), mask.to(device), has.to(device))
-            audio_vec = model.absent_audio(len(texts)) if self.checkpoint.model_config.use_audio else None
-            logits = model.classify(audio_vec, han.vector).float()
-        att = [han.word_attention.float().cpu().numpy(), han.line_attention.float().cpu().numpy()] \
+            out = model(inputs, return_attention=True)
+        att = [out.word_attention.float().cpu().numpy(), out.line_attention.float().cpu().numpy()] \
             if return_attention else []
-        return logits, att
+        return out.logits.float(), att
 
     def _predict_lyrics_batch(self, texts: list[str | None], return_attention: bool) -> tuple[np.ndarray, list]:
         logits, att = self._lyrics_logits(texts, return_attention)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmgenre_core.config import AudioConfig, ModelConfig
-from mmgenre_core.model import HAN, Attention, GenreModel, SpectrogramCNN, masked_softmax
+from mmgenre_core.model import HAN, Attention, FusedBatch, GenreModel, SpectrogramCNN, masked_softmax
 
 from .conftest import DEVICES
 
@@ -93,10 +93,16 @@ def test_batched_equals_one_by_one(device):
     ids, mask = random_lyrics(5)
     wave = torch.randn(5, SMALL_AUDIO.window_samples) * 0.1
     has_lyrics = mask.flatten(1).any(1)
-    args = dict(waveform=wave, lyrics_ids=ids, lyrics_mask=mask, has_lyrics=has_lyrics)
+
+    def rows(sl: slice) -> FusedBatch:
+        batch = FusedBatch.full(mel=model.frontend(wave[sl].to(device)), ids=ids[sl].to(device),
+                                lyrics_mask=mask[sl].to(device))
+        batch.lyrics_present = has_lyrics[sl].to(device)
+        return batch
+
     with torch.inference_mode():
-        batched = model(**{k: v.to(device) for k, v in args.items()})
-        single = torch.cat([model(**{k: v[i:i + 1].to(device) for k, v in args.items()}) for i in range(5)])
+        batched = model(rows(slice(0, 5)))
+        single = torch.cat([model(rows(slice(i, i + 1))) for i in range(5)])
     assert batched.shape == (5, SMALL.n_genres)
     assert torch.allclose(batched, single, atol=1e-4, rtol=1e-4)
 
@@ -108,10 +114,12 @@ def test_no_lyrics_uses_learned_vector_and_matters():
     wave = torch.randn(3, SMALL_AUDIO.window_samples) * 0.1
     ids, mask = random_lyrics(3)
     with torch.inference_mode():
-        absent = model(waveform=wave)
-        explicit_absent = model(waveform=wave, lyrics_ids=ids, lyrics_mask=mask,
-                                has_lyrics=torch.zeros(3, dtype=torch.bool))
-        with_lyrics = model(waveform=wave, lyrics_ids=ids, lyrics_mask=mask)
+        mel = model.frontend(wave)
+        absent = model(FusedBatch.full(mel=mel))
+        marked_absent = FusedBatch.full(mel=mel, ids=ids, lyrics_mask=mask)
+        marked_absent.lyrics_present = torch.zeros(3, dtype=torch.bool)
+        explicit_absent = model(marked_absent)
+        with_lyrics = model(FusedBatch.full(mel=mel, ids=ids, lyrics_mask=mask))
     # Lyrics marked absent are ignored exactly like no lyrics at all.
     assert torch.allclose(absent, explicit_absent, atol=1e-6)
     # The third document is empty: it falls back to the no-lyrics vector too.
@@ -124,17 +132,18 @@ def test_lyrics_only_and_audio_only_models():
     lyr_only = GenreModel(ModelConfig(**{**SMALL.to_dict(), "cnn_channels": (8, 16), "use_audio": False,
                                          "cnn_pool": (2, 4)}), SMALL_AUDIO).eval()
     ids, mask = random_lyrics(2)
-    assert lyr_only(lyrics_ids=ids, lyrics_mask=mask).shape == (2, 4)
+    assert lyr_only(FusedBatch.full(ids=ids, lyrics_mask=mask)).shape == (2, 4)
     audio_only = GenreModel(ModelConfig(**{**SMALL.to_dict(), "cnn_channels": (8, 16), "use_lyrics": False,
                                            "cnn_pool": (2, 4)}), SMALL_AUDIO).eval()
-    assert audio_only(waveform=torch.randn(2, SMALL_AUDIO.window_samples)).shape == (2, 4)
+    mel = audio_only.frontend(torch.randn(2, SMALL_AUDIO.window_samples))
+    assert audio_only(FusedBatch.full(mel=mel)).shape == (2, 4)
     assert not hasattr(audio_only, "han") and not hasattr(lyr_only, "cnn")
 
 
 def test_return_attention():
     model = make_model()
     ids, mask = random_lyrics(2)
-    out = model(lyrics_ids=ids, lyrics_mask=mask, return_attention=True)
+    out = model(FusedBatch.full(ids=ids, lyrics_mask=mask), return_attention=True)
     assert out.logits.shape == (2, 4)
     assert out.word_attention.shape == ids.shape and out.line_attention.shape == (2, ids.shape[1])
 
@@ -146,7 +155,9 @@ def test_gradients_reach_both_branches_and_absent_vectors():
     has_audio = torch.tensor([True, True, False, False])
     has_lyrics = torch.tensor([True, False, True, False])
     mel = model.frontend(wave)
-    logits = model(mel=mel, has_audio=has_audio, lyrics_ids=ids, lyrics_mask=mask, has_lyrics=has_lyrics)
+    logits = model(FusedBatch(4, has_audio.nonzero().flatten(), mel=mel[has_audio],
+                              lyrics_pos=has_lyrics.nonzero().flatten(), ids=ids[has_lyrics],
+                              lyrics_mask=mask[has_lyrics]))
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3])).backward()
     for name in ("cnn.dense.weight", "han.embedding.weight", "han.word_gru.weight_ih_l0", "no_audio", "no_lyrics",
                  "classifier.weight"):
@@ -205,7 +216,7 @@ def test_frozen_musicnn_gets_no_gradient_and_keeps_its_statistics():
     assert not any(p.requires_grad for p in model.cnn.backbone.parameters())
     assert not model.cnn.backbone.training and not model.cnn.backbone.input_bn.training
     ids, mask = random_lyrics(2)
-    loss = model(mel=torch.rand(2, 96, 187) * 3, lyrics_ids=ids, lyrics_mask=mask).sum()
+    loss = model(FusedBatch.full(mel=torch.rand(2, 96, 187) * 3, ids=ids, lyrics_mask=mask)).sum()
     loss.backward()
     assert model.classifier.weight.grad is not None and model.han.line_attention.proj.weight.grad is not None
     after = model.cnn.backbone.state_dict()
@@ -217,7 +228,7 @@ def test_finetuned_musicnn_learns_but_keeps_batchnorm_statistics():
     assert all(p.requires_grad for p in model.cnn.backbone.parameters())
     assert model.cnn.backbone.dropout.training and not model.cnn.backbone.pool_bn.training
     running = model.cnn.backbone.pool_bn.running_mean.clone()
-    model(mel=torch.rand(2, 96, 187) * 3).sum().backward()
+    model(FusedBatch.full(mel=torch.rand(2, 96, 187) * 3)).sum().backward()
     assert model.cnn.backbone.timbral[0].conv.weight.grad.abs().sum() > 0
     assert torch.equal(model.cnn.backbone.pool_bn.running_mean, running)
 

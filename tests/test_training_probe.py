@@ -9,7 +9,7 @@ import torch
 from mmgenre_core.config import AudioConfig, ModelConfig
 from mmgenre_core.model import GenreModel
 from training.config import load_config
-from training.loader import FusedForward, Table
+from training.loader import Table
 from training.probe import Block, fit_head, head_inputs, train_rows
 from training.train import example_weights, weighted_cross_entropy
 
@@ -149,8 +149,7 @@ def test_head_inputs_are_what_the_classifier_sees():
     table.mels = rng.random((1, 96, 187)).astype(np.float16) * 3
     table.lyrics_ids = rng.integers(2, 40, size=(1, 4, 5)).astype(np.int32)
     specs, _ = train_rows(table, np.arange(2), crop_frames=None, max_crops=1, batch_size=2)
-    forward = FusedForward(model).eval()
-    x = head_inputs(forward, table, specs, crop_frames=None, device=torch.device("cpu"))
+    x = head_inputs(model, table, specs, crop_frames=None, device=torch.device("cpu"))
     assert not model.training  # left as it was
     with torch.no_grad():
         audio = model.encode_audio(torch.from_numpy(table.mels[:1].astype(np.float32)))

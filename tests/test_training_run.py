@@ -19,7 +19,8 @@ from mmgenre_core.cli import main as cli_main
 from mmgenre_core.predict import GenreClassifier
 from training.config import TrainConfig, load_config
 from training.evaluate import main as evaluate_main
-from training.loader import FusedForward, Table, collate, recalibrate_batchnorm, train_batch_specs
+from mmgenre_core.model import FusedBatch
+from training.loader import Table, collate, recalibrate_batchnorm, train_batch_specs
 from training.build import LRSchedule
 from training.train import train
 
@@ -319,7 +320,7 @@ def test_fused_forward_runs_each_branch_only_on_its_rows():
     model = GenreModel(ModelConfig(n_genres=2, n_mels=8, cnn_channels=(4,), audio_dim=6, vocab_size=30,
                                    embed_dim=5, word_hidden=3, line_hidden=3, attention_dim=4),
                        AudioConfig(n_mels=8, n_fft=256, hop_length=128))
-    fwd = FusedForward(model).train()
+    model.train()
     # A batch of lyrics-only rows never touches the CNN (its batch norm statistics stay put).
     lyrics_only = np.array([i for i in range(40) if table.mel_row[i] < 0 and table.lyr_row[i] >= 0])
     from training.loader import BatchSpec
@@ -327,19 +328,23 @@ def test_fused_forward_runs_each_branch_only_on_its_rows():
     no = np.zeros(len(lyrics_only), dtype=bool)
     batch = collate(table, BatchSpec(lyrics_only, np.zeros(len(lyrics_only), dtype=np.int64), no, no), None)
     before = model.cnn.input_bn.num_batches_tracked.item()
-    logits = fwd(batch.size, batch.mel, batch.audio_pos, batch.ids, batch.lyrics_pos)
+    logits = model(batch.fused())
     assert logits.shape == (len(lyrics_only), 2) and model.cnn.input_bn.num_batches_tracked.item() == before
     logits.sum().backward()
     assert model.no_audio.grad is not None and model.cnn.dense.weight.grad is None
-    # The fused forward equals the model's own forward for rows with both modalities.
+    # A track's windows sharing one lyrics document (inference's batch) get the same
+    # logits as rows that each carry their own copy of it (training's batch).
     model.eval()
     both = np.array([i for i in range(40) if table.mel_row[i] >= 0 and table.lyr_row[i] >= 0])
     nb = np.zeros(len(both), dtype=bool)
     b = collate(table, BatchSpec(both, np.zeros(len(both), dtype=np.int64), nb, nb), None)
     with torch.no_grad():
-        ours = fwd(b.size, b.mel, b.audio_pos, b.ids, b.lyrics_pos)
-        theirs = model(mel=b.mel, lyrics_ids=b.ids, lyrics_mask=b.ids != 0)
-    torch.testing.assert_close(ours, theirs)
+        ours = model(b.fused())
+        shared = FusedBatch(2 * b.size, torch.arange(2 * b.size), mel=b.mel.repeat_interleave(2, dim=0),
+                            lyrics_pos=torch.arange(2 * b.size), ids=b.ids,
+                            lyrics_doc=torch.arange(b.size).repeat_interleave(2))
+        theirs = model(shared)
+    torch.testing.assert_close(ours.repeat_interleave(2, dim=0), theirs)
 
 
 def test_batchnorm_recalibration_matches_eval_statistics():

@@ -42,7 +42,7 @@ from mmgenre_core.text import Vocabulary
 from training.config import PrepareConfig, config_from_dict, expand_string, load_config, resolve_path
 from training.datasets import Dataset, Example, build_dataset, canonical_genre, load_examples, \
     parse_source_spec
-from training.loader import MODES, FusedForward, build_table, evaluate_modes
+from training.loader import MODES, build_table, evaluate_modes
 from training.metrics import format_report, save_confusion_png
 from training.prepare import prepare_dataset
 
@@ -96,13 +96,13 @@ def evaluate(ckpt: Checkpoint, examples: list[Example], *, cache_dir: str | os.P
     for d in table.dropped:
         log.warning("skipped %s: %s", d.key, d.reason)
     dev = resolve_device(device)
-    forward = FusedForward(ckpt.build_model().to(dev)).eval()
+    model = ckpt.build_model().to(dev).eval()
     crop = None
     if crop_seconds is not None:
         crop = max(1, int(round(crop_seconds * ckpt.audio_config.sample_rate / ckpt.audio_config.hop_length)))
     from mmgenre_core.device import autocast, autocast_dtype
 
-    results = evaluate_modes(forward, table, table.indices(None), device=dev, batch_size=batch_size,
+    results = evaluate_modes(model, table, table.indices(None), device=dev, batch_size=batch_size,
                              crop_frames=crop, autocast=(lambda: autocast(dev)) if autocast_dtype(dev) else None,
                              modes=modes)
     return {

@@ -1,13 +1,15 @@
-"""From examples to batches: the in-memory example table, batching, the fused forward pass.
+"""From examples to batches: the in-memory example table, batching, evaluation.
 
 A :class:`Table` holds, for every example, its label, split, its row in the prepared
 log-mel memory map (or -1: no audio) and its row in the encoded lyrics grid (or -1:
 no lyrics). Examples may have audio, lyrics or both; a batch mixes them freely.
 
-:class:`FusedForward` runs the CNN only on the rows of a batch that have audio and
-the HAN only on the rows that have lyrics; the other rows get the model's learned
-"absent" vectors. Zero spectrograms of lyrics-only examples therefore never reach
-the CNN's batch norm, and modality dropout is simply hiding a modality of a row.
+:meth:`Batch.fused` is the model's input (:class:`mmgenre_core.model.FusedBatch`):
+``GenreModel.forward``, the one pass of training, evaluation and inference, runs the
+CNN only on the rows that have audio and the HAN only on the rows that have lyrics;
+the other rows get the model's learned "absent" vectors. Zero spectrograms of
+lyrics-only examples therefore never reach the CNN's batch norm, and modality dropout
+is simply hiding a modality of a row.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import torch
 from torch import nn
 
 from mmgenre_core.config import TextConfig
-from mmgenre_core.text import PAD_ID, Vocabulary
+from mmgenre_core.model import FusedBatch
+from mmgenre_core.text import Vocabulary
 
 from .datasets import Dataset, Skipped
 from .lyrics_data import encode_grid
@@ -150,6 +153,10 @@ class Batch:
     def __iter__(self):  # so torch's collate/pin utilities can treat it as a plain record
         return iter((self.y, self.mel, self.audio_pos, self.ids, self.lyrics_pos))
 
+    def fused(self) -> FusedBatch:
+        """The model's input: each row reads its own clip (audio_pos) and lyrics (lyrics_pos)."""
+        return FusedBatch(self.size, self.audio_pos, mel=self.mel, lyrics_pos=self.lyrics_pos, ids=self.ids)
+
 
 def collate(table: Table, spec: BatchSpec, crop_frames: int | None) -> Batch:
     idx = spec.index
@@ -254,38 +261,8 @@ def _identity(batch: Batch) -> Batch:
 
 
 # --------------------------------------------------------------------------- #
-# The forward pass
+# Batch-norm statistics and evaluation
 # --------------------------------------------------------------------------- #
-
-
-class FusedForward(nn.Module):
-    """Logits of a :class:`Batch` with each branch run only on the rows that have its modality.
-
-    Wrapping this module (not the bare model) in DistributedDataParallel keeps the
-    gradient synchronisation hooks on the path the loss takes.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch_size: int, mel: torch.Tensor, audio_pos: torch.Tensor, ids: torch.Tensor,
-                lyrics_pos: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        audio_vec = lyrics_vec = None
-        if m.config.use_audio:
-            audio_vec = m.absent_audio(batch_size)
-            if audio_pos.numel():
-                enc = m.encode_audio(mel).to(audio_vec.dtype)
-                audio_vec = audio_vec.index_copy(0, audio_pos, enc)
-        if m.config.use_lyrics:
-            lyrics_vec = m.absent_lyrics(batch_size)
-            if lyrics_pos.numel():
-                mask = ids != PAD_ID
-                present = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
-                enc = m.encode_lyrics(ids, mask, present).vector.to(lyrics_vec.dtype)
-                lyrics_vec = lyrics_vec.index_copy(0, lyrics_pos, enc)
-        return m.classify(audio_vec, lyrics_vec)
 
 
 @torch.no_grad()
@@ -342,7 +319,7 @@ def recalibrate_batchnorm(model: nn.Module, table: Table, indices: np.ndarray, *
 
 
 @torch.no_grad()
-def predict(forward: FusedForward, table: Table, indices: np.ndarray, *, mode: str, device: torch.device,
+def predict(model: nn.Module, table: Table, indices: np.ndarray, *, mode: str, device: torch.device,
             batch_size: int = 64, crop_frames: int | None = None, autocast=None,
             num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Genre probabilities [shape=(n, n_genres)] and labels of ``indices`` in ``mode``.
@@ -361,23 +338,23 @@ def predict(forward: FusedForward, table: Table, indices: np.ndarray, *, mode: s
     elif mode == "lyrics":
         mask = table.lyr_row[indices] >= 0
     indices = np.asarray(indices)[mask]
-    was_training = forward.training
-    forward.eval()
+    was_training = model.training
+    model.eval()
     out = []
     specs = eval_batch_specs(table, indices, batch_size=batch_size, mode=mode, crop_frames=crop_frames)
     for batch in iterate_batches(table, specs, crop_frames, num_workers=num_workers,
                                  pin_memory=device.type == "cuda"):
         batch = batch.to(device, non_blocking=True)
         with autocast() if autocast is not None else contextlib.nullcontext():
-            logits = forward(batch.size, batch.mel, batch.audio_pos, batch.ids, batch.lyrics_pos)
+            logits = model(batch.fused())
         out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-    forward.train(was_training)
+    model.train(was_training)
     n_genres = len(table.genres)
     probs = np.concatenate(out) if out else np.zeros((0, n_genres), dtype=np.float32)
     return probs, table.labels[indices]
 
 
-def evaluate_modes(forward: FusedForward, table: Table, indices: np.ndarray, *, device: torch.device,
+def evaluate_modes(model: nn.Module, table: Table, indices: np.ndarray, *, device: torch.device,
                    batch_size: int = 64, crop_frames: int | None = None, autocast=None,
                    modes: Sequence[str] = MODES) -> dict[str, dict[str, Any]]:
     """:func:`~training.metrics.compute_metrics` of each mode that has examples."""
@@ -385,7 +362,7 @@ def evaluate_modes(forward: FusedForward, table: Table, indices: np.ndarray, *, 
 
     results = {}
     for mode in modes:
-        probs, y = predict(forward, table, indices, mode=mode, device=device, batch_size=batch_size,
+        probs, y = predict(model, table, indices, mode=mode, device=device, batch_size=batch_size,
                            crop_frames=crop_frames, autocast=autocast)
         if len(y):
             results[mode] = compute_metrics(y, probs, table.genres)
@@ -402,7 +379,6 @@ __all__ = [
     "train_batch_specs",
     "eval_batch_specs",
     "iterate_batches",
-    "FusedForward",
     "recalibrate_batchnorm",
     "predict",
     "evaluate_modes",

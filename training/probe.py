@@ -27,29 +27,29 @@ import torch
 
 from mmgenre_core.head import Block, fit_head
 
-from .loader import BatchSpec, FusedForward, Table, eval_batch_specs, iterate_batches
+from .loader import BatchSpec, Table, eval_batch_specs, iterate_batches
 from .metrics import compute_metrics
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def head_inputs(forward: FusedForward, table: Table, specs: Sequence[BatchSpec], *, crop_frames: int | None,
+def head_inputs(model: torch.nn.Module, table: Table, specs: Sequence[BatchSpec], *, crop_frames: int | None,
                 device: torch.device) -> torch.Tensor:
     """What the head sees for each row of ``specs``, in eval mode: [shape=(rows, head_in)]."""
     captured: list[torch.Tensor] = []
-    hook = forward.model.classifier.register_forward_pre_hook(
+    hook = model.classifier.register_forward_pre_hook(
         lambda _module, args: captured.append(args[0].detach().float().cpu()))
-    was_training = forward.training
-    forward.eval()
+    was_training = model.training
+    model.eval()
     try:
         for batch in iterate_batches(table, specs, crop_frames):
             batch = batch.to(device)
-            forward(batch.size, batch.mel, batch.audio_pos, batch.ids, batch.lyrics_pos)
+            model(batch.fused())
     finally:
         hook.remove()
-        forward.train(was_training)
-    width = forward.model.classifier.in_features
+        model.train(was_training)
+    width = model.classifier.in_features
     return torch.cat(captured) if captured else torch.zeros((0, width))
 
 
@@ -78,7 +78,7 @@ def train_rows(table: Table, indices: np.ndarray, *, crop_frames: int | None, ma
     return specs, rows_a
 
 
-def linear_probe(forward: FusedForward, table: Table, train_idx: np.ndarray, val_idx: np.ndarray, *,
+def linear_probe(model: torch.nn.Module, table: Table, train_idx: np.ndarray, val_idx: np.ndarray, *,
                  weights: np.ndarray | None, l2_grid: Sequence[float], crop_frames: int | None,
                  eval_crop_frames: int | None, max_crops: int, max_iter: int, device: torch.device,
                  batch_size: int, select: Callable[[dict[str, Any]], float]) -> dict[str, Any]:
@@ -90,14 +90,13 @@ def linear_probe(forward: FusedForward, table: Table, train_idx: np.ndarray, val
     the validation value (fits warm started); without a validation split the middle
     of the grid is used. Returns what was chosen and measured.
     """
-    model = forward.model
     started = time.perf_counter()
     blocks = [b for b in model.head_blocks() if b.probed]
     if not blocks:
         return {"probed": []}
     specs, rows = train_rows(table, train_idx, crop_frames=crop_frames, max_crops=max_crops,
                              batch_size=batch_size)
-    x = head_inputs(forward, table, specs, crop_frames=crop_frames, device=device)
+    x = head_inputs(model, table, specs, crop_frames=crop_frames, device=device)
     y = torch.from_numpy(table.labels[rows])
     per_example = np.ones(len(table)) if weights is None else weights
     # An example's rows share its weight, so clips count as much as lyrics, not ten times more.
@@ -108,7 +107,7 @@ def linear_probe(forward: FusedForward, table: Table, train_idx: np.ndarray, val
     x_val = y_val = None
     if len(val_idx):
         val_specs = eval_batch_specs(table, val_idx, batch_size=batch_size, mode="fused", crop_frames=eval_crop_frames)
-        x_val = head_inputs(forward, table, val_specs, crop_frames=eval_crop_frames, device=device)
+        x_val = head_inputs(model, table, val_specs, crop_frames=eval_crop_frames, device=device)
         y_val = table.labels[val_idx]
     grid = sorted(float(v) for v in l2_grid)
     cols = torch.cat([torch.arange(b.start, b.stop) for b in blocks])

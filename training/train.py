@@ -46,7 +46,7 @@ from mmgenre_core.storage import atomic_write_json
 
 from training.build import LRSchedule, TrainData, build_model, crop_frames, load_data, make_optimizer
 from training.config import TrainConfig, dump_config, load_config
-from training.loader import FusedForward, Table, evaluate_modes, iterate_batches, predict, \
+from training.loader import Table, evaluate_modes, iterate_batches, predict, \
     recalibrate_batchnorm, train_batch_specs
 from training.metrics import compute_metrics, format_report
 from training.run_folder import add_log_file, write_config, write_examples, write_skipped
@@ -164,12 +164,11 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
 
     # The model, the optimizer, the schedule, mixed precision and the loss weights.
     model = build_model(cfg, data).to(rt.device)
-    forward = FusedForward(model)
-    train_forward: torch.nn.Module = forward
+    train_forward: torch.nn.Module = model
     if rt.ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        train_forward = DDP(forward, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+        train_forward = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
                             find_unused_parameters=True)
     opt = make_optimizer(model, t)
     schedule = LRSchedule(cfg)
@@ -200,7 +199,7 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
         # On every rank (identical results, no communication needed).
         if not len(val_idx):
             return {}
-        probs, y = predict(forward, table, val_idx, mode="fused", device=rt.device,
+        probs, y = predict(model, table, val_idx, mode="fused", device=rt.device,
                            batch_size=t.eval_batch_size, crop_frames=eval_crop, autocast=eval_amp)
         return _compact(compute_metrics(y, probs, table.genres))
 
@@ -220,7 +219,7 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
     if t.linear_probe and not resume:
         from training.probe import linear_probe
 
-        probe = linear_probe(forward, table, train_idx, val_idx, weights=weights, l2_grid=t.probe_l2,
+        probe = linear_probe(model, table, train_idx, val_idx, weights=weights, l2_grid=t.probe_l2,
                              crop_frames=crop, eval_crop_frames=eval_crop, max_crops=t.probe_crops,
                              max_iter=t.probe_max_iter, device=rt.device, batch_size=t.eval_batch_size,
                              select=lambda v: selection_value(cfg, v))
@@ -297,7 +296,7 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
     # The best model: test (and final validation) metrics, calibration, model card.
     results: dict[str, Any] = {}
     if rt.main and (out / "model.pt").is_file():
-        results = _finish_best(out, model, forward, data, cfg, rt, state, val_idx, test_idx,
+        results = _finish_best(out, model, data, cfg, rt, state, val_idx, test_idx,
                                eval_crop=eval_crop, autocast=eval_amp)
     metrics = {
         "best_epoch": state.best_epoch + 1, "epochs_run": len(state.history), "stopped_early": stopped_early,
@@ -348,7 +347,7 @@ def _train_epoch(train_forward: torch.nn.Module, opt: torch.optim.Optimizer, sca
     for spec, batch in zip(specs, batches):  # batches come in the order of their specs
         batch = batch.to(rt.device, non_blocking=True)
         with amp():
-            logits = train_forward(batch.size, batch.mel, batch.audio_pos, batch.ids, batch.lyrics_pos)
+            logits = train_forward(batch.fused())
         w = None if weights is None else torch.from_numpy(weights[spec.index]).float().to(rt.device)
         loss = weighted_cross_entropy(logits.float(), batch.y, w, label_smoothing=t.label_smoothing)
         opt.zero_grad(set_to_none=True)
@@ -369,7 +368,7 @@ def _train_epoch(train_forward: torch.nn.Module, opt: torch.optim.Optimizer, sca
     return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
 
 
-def _finish_best(out: Path, model: torch.nn.Module, forward: FusedForward, data: TrainData, cfg: TrainConfig,
+def _finish_best(out: Path, model: torch.nn.Module, data: TrainData, cfg: TrainConfig,
                  rt: Runtime, state: TrainState, val_idx: np.ndarray, test_idx: np.ndarray, *,
                  eval_crop: int | None, autocast: Any) -> dict[str, Any]:
     """Reload model.pt, score it on every mode of the validation and test splits, calibrate it,
@@ -380,7 +379,7 @@ def _finish_best(out: Path, model: torch.nn.Module, forward: FusedForward, data:
     results: dict[str, Any] = {}
     for split, idx in (("valid", val_idx), ("test", test_idx)):
         if len(idx):
-            results[split] = evaluate_modes(forward, table, idx, device=rt.device,
+            results[split] = evaluate_modes(model, table, idx, device=rt.device,
                                             batch_size=cfg.train.eval_batch_size, crop_frames=eval_crop,
                                             autocast=autocast)
     if "test" in results:
