@@ -40,7 +40,7 @@ from .calibration import fit_temperature, track_probabilities
 from .checkpoint import Checkpoint
 from .errors import MMGenreError
 from .head import Block, fit_head
-from .tagging import genre_key, map_genre
+from .genre_map import genre_key, map_genre
 
 L2_GRID = (0.03, 0.1, 0.3)
 CLASS_WEIGHT_POWER = 0.5
@@ -189,7 +189,7 @@ def base_prior(base: Checkpoint, genres: Sequence[str], genre_map: Mapping[str, 
     to gets zero weights and the lowest base bias (unlikely until tracks say otherwise).
     The bias includes what the base head adds for "no lyrics", as an audio-only track sees it.
     """
-    from .tagging import parse_genre_map
+    from .genre_map import parse_genre_map
 
     model = base.build_model()
     dim = base.model_config.audio_vector_dim

@@ -46,11 +46,11 @@ if TYPE_CHECKING:
     from beets.importer import ImportSession, ImportTask
     from beets.library import Album, Item, Library, LibModel
 
-    from mmgenre_core import tagging
+    from . import tagging
     from mmgenre_core.genius import GeniusClient
     from mmgenre_core.predict import GenreClassifier, TrackPrediction
 else:
-    tagging = _LazyModule("mmgenre_core.tagging")
+    tagging = _LazyModule("beetsplug.mmgenre.tagging")
 
 
 from . import lyrics as lyrics_chain  # noqa: E402 - light: no beets, torch or network at import

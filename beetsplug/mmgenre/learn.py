@@ -24,7 +24,7 @@ DEFAULT_LEARNT_MODEL = "mmgenre-learnt.pt"
 
 def labelled_items(plugin: Any, items: Sequence["Item"]) -> list[tuple["Item", list[str]]]:
     """(item, genres) for each item with genres mmgenre did not set: its own, else its album's."""
-    from mmgenre_core.tagging import genre_key
+    from mmgenre_core.genre_map import genre_key
 
     albums: dict[int, Any] = {}
     out = []
@@ -58,7 +58,7 @@ def run_learn(plugin: Any, lib: "Library", query: list[str], *, pretend: bool) -
 
     from mmgenre_core.checkpoint import save_checkpoint
     from mmgenre_core.learn import LabelledTrack, LearnError, learn_genre_head
-    from mmgenre_core import tagging
+    from . import tagging
 
     from .run import Progress
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from beets.library import Library
 
-    from mmgenre_core.tagging import TaggingOptions
+    from .tagging import TaggingOptions
 
 
 class Progress:
@@ -99,7 +99,7 @@ class Summary:
         return self.tagged + self.unchanged + sum(self.skipped.values()) + sum(self.failed.values())
 
     def add(self, status: str, reason: str | None = None) -> None:
-        from mmgenre_core import tagging
+        from . import tagging
 
         if status == tagging.TAGGED:
             self.tagged += 1

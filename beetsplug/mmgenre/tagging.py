@@ -1,6 +1,6 @@
-"""Pure tagging logic of the beets plugin: which genres a track (or album) gets.
+"""The beets plugin's tagging rules: which genres a track (or album) gets.
 
-Nothing here knows about beets, files or torch; the plugin feeds in the model's
+Nothing here knows about beets' library, files or torch; the plugin feeds in the model's
 probabilities and the item's current genres and gets back a :class:`Decision`.
 
 * :func:`rank_genres` renames the model's genres to the user's vocabulary
@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from mmgenre_core.genre_map import genre_key, map_genre, parse_genre_map, unique_genres  # noqa: F401
+
 #: Why a track or album was left alone (keys of the plugin's run summary).
 SKIP_HAS_GENRES = "have genres already (--force replaces, --keep-existing adds)"
 SKIP_LOW_CONFIDENCE = "below min_confidence"
@@ -32,42 +34,6 @@ SKIP_NOT_ALLOWED = "no whitelisted genre"
 TAGGED = "tagged"
 UNCHANGED = "unchanged"
 SKIPPED = "skipped"
-
-
-def genre_key(name: str) -> str:
-    """The comparison key of a genre name: trimmed, case-folded, single spaces."""
-    return " ".join(str(name).split()).casefold()
-
-
-def unique_genres(genres: Iterable[str]) -> list[str]:
-    """``genres`` without blanks and without case-insensitive duplicates, order kept."""
-    seen: set[str] = set()
-    out: list[str] = []
-    for genre in genres:
-        if genre is None:
-            continue
-        name = " ".join(str(genre).split())
-        key = name.casefold()
-        if name and key not in seen:
-            seen.add(key)
-            out.append(name)
-    return out
-
-
-def parse_genre_map(raw: Mapping[str, object] | None) -> dict[str, str | None]:
-    """Normalise the ``genre_map`` option: {model genre key: user name or None (drop)}.
-
-    Values may be a string, an empty string / ``null`` / ``false`` (drop the genre).
-    """
-    out: dict[str, str | None] = {}
-    for source, target in (raw or {}).items():
-        if target is None or target is False or (isinstance(target, str) and not target.strip()):
-            out[genre_key(source)] = None
-        elif isinstance(target, str):
-            out[genre_key(source)] = " ".join(target.split())
-        else:
-            raise ValueError(f"genre_map: {source!r} must map to a genre name or null, not {target!r}")
-    return out
 
 
 def parse_whitelist(raw: Iterable[str] | str | None) -> frozenset[str]:
@@ -110,14 +76,6 @@ class TaggingOptions:
     @property
     def replaces_user_genres(self) -> bool:
         return self.force or self.keep_existing
-
-
-def map_genre(genre: str, genre_map: Mapping[str, str | None]) -> str | None:
-    """The user's name for a model genre (itself when unmapped; None when dropped)."""
-    key = genre_key(genre)
-    if key in genre_map:
-        return genre_map[key]
-    return " ".join(str(genre).split()) or None
 
 
 def rank_genres(probabilities: Mapping[str, float], options: TaggingOptions) -> list[tuple[str, float]]:
