@@ -54,6 +54,8 @@ else:
 
 
 from . import lyrics as lyrics_chain  # noqa: E402 - light: no beets, torch or network at import
+from . import rows  # noqa: E402
+from .rows import PENDING  # noqa: E402
 from .run import Progress, Run, RunMode, Summary  # noqa: E402
 
 SKIP_NO_FILE = "file not found"
@@ -73,9 +75,6 @@ class Confidence(types.Float):
 CONFIDENCE = Confidence()
 GENRE_LIST = types.MULTI_VALUE_DSV
 
-#: Set on a track whose row holds new genres that are not yet in its file: written
-#: (or retried) by the next run. A kill between the two writes leaves it behind.
-PENDING = "mmgenre_unwritten"
 
 ITEM_FIELD_TYPES: dict[str, types.Type] = {
     "mmgenre_genre": types.STRING,
@@ -369,7 +368,9 @@ class MMGenrePlugin(BeetsPlugin):
     # ------------------------------------------------------------- file writes
     def finish_pending_writes(self, lib: Library) -> None:
         """Write the files of rows a killed run stored but did not get to write."""
-        pending = [it for it in lib.items(f"{PENDING}:true") if it.get(PENDING, False, with_album=False)]
+        from .rows import pending_items
+
+        pending = pending_items(lib)
         if not pending:
             return
         self._log.info("writing the genres of {} track(s) an interrupted run left unwritten", len(pending))
@@ -379,11 +380,9 @@ class MMGenrePlugin(BeetsPlugin):
 
     def _finish_pending(self, item: Item) -> bool:
         """Write a marked row's genres to its file and clear the mark; False (mark kept) on failure."""
-        if not self._write_file(item):
-            return False
-        del item[PENDING]
-        item.store()
-        return True
+        from .rows import finish_pending
+
+        return finish_pending(item, write_file=self._write_file)
 
     def _write_file(self, item: Item) -> bool:
         """Write ``item``'s genres (and Genius lyrics it stores) to its file; False on failure.
@@ -411,53 +410,6 @@ class MMGenrePlugin(BeetsPlugin):
         if self.config["cache"].get(bool):
             self._cache_after_write(item, item.path)
         return True
-
-    def _settle_interrupted_write(self, item: Item, before: dict[str, Any]) -> None:
-        """After an interrupted write, make the row match what the file now holds.
-
-        The file has the new genres: keep the new row, clear the mark. It has the old
-        ones: put the row back. It cannot be read: leave the mark for the next run.
-        """
-        from .filewrite import read_genres
-
-        in_file = read_genres(item.path)
-        wanted = list(item.get("genres", with_album=False) or [])
-        if in_file is None:
-            return
-        if in_file == wanted:
-            del item[PENDING]
-            item.mtime = item.current_mtime()
-        else:
-            _restore_fields(item, before)
-        item.store()
-
-    def _store_and_write(self, item: Item, before: dict[str, Any]) -> bool:
-        """Store ``item``'s new row, write its file, and keep the two in step.
-
-        First the mark ``mmgenre_unwritten`` (its own commit), then the row's new
-        values, then the file, then the mark is cleared (the last statement of the last
-        commit). Why this order: the row is the cheap, transactional side; if the
-        process dies anywhere in between, the mark tells the next run to write the
-        file, so a kill at any point leaves either both sides old, or a marked row that
-        the next run finishes. If the file cannot be written, the row is put back as it
-        was and the track counts as failed: library and file never disagree.
-        """
-        _commit_mark(item)
-        item.store()
-        try:
-            written = self._write_file(item)
-        except BaseException:
-            # Ctrl-C during the write. A write cut short is undone (filewrite), but the
-            # interrupt may also land just after the file was written: the file decides.
-            self._settle_interrupted_write(item, before)
-            raise
-        if written:
-            del item[PENDING]
-        else:
-            _restore_fields(item, before)
-            self.write_failures += 1
-        item.store()
-        return written
 
     # ------------------------------------------------------------- classifying
     def classify(self, items: Sequence[Item], progress: Progress | None = None) -> Iterator[_Classified]:
@@ -561,7 +513,7 @@ class MMGenrePlugin(BeetsPlugin):
         if not decision.touch:
             summary.add(decision.status, decision.reason)
             return decision
-        before = _snapshot_fields(item)
+        before = rows.snapshot_fields(item, ITEM_TRACKED_FIELDS)
         self._set_fields(item, decision, done.lyrics_source != lyrics_chain.NONE, run.model_id)
         if (done.lyrics_source == lyrics_chain.GENIUS and done.lyrics_text and self.config["store_lyrics"].get(bool)
                 and not item.get("lyrics", with_album=False)):
@@ -575,12 +527,13 @@ class MMGenrePlugin(BeetsPlugin):
         changed_on_disk = decision.genres != current or "lyrics" in item._dirty
         if mode.write and changed_on_disk:
             store.flush()  # keep the row order: earlier rows before this one
-            if not self._store_and_write(item, before):
+            if not rows.store_and_write(item, before, write_file=self._write_file):
+                self.write_failures += 1
                 summary.add("failed", SKIP_WRITE_FAILED)
                 return None
         else:
             if mode.mark_unwritten and changed_on_disk:
-                _commit_mark(item)
+                rows.commit_mark(item)
             if item._dirty:
                 store.add(item)
         summary.add(decision.status, decision.reason)
@@ -732,21 +685,7 @@ class MMGenrePlugin(BeetsPlugin):
                                   "tries again", item)
 
 
-_MISSING = object()
 
-
-def _commit_mark(item: Item) -> None:
-    """Commit the ``mmgenre_unwritten`` mark alone, before the row's new values.
-
-    beets commits a transaction even when an exception (Ctrl-C) leaves it half-done,
-    and ``store()`` writes the fixed fields (``genres``) before the flexible ones: in one
-    store, an interrupt could commit the new genres without the mark. On its own, the
-    mark is one atomic statement, so whatever is interrupted later is still marked.
-    """
-    item[PENDING] = True
-    with item._db.transaction() as tx:
-        tx.mutate(f"INSERT INTO {item._flex_table} (entity_id, key, value) VALUES (?, ?, ?)",
-                  (item.id, PENDING, types.BOOLEAN.to_sql(True)))
 
 
 def _quiet_decoders() -> Any:
@@ -779,16 +718,3 @@ def _background(fn: Any, *args: Any) -> Any:
     return future
 
 
-def _snapshot_fields(item: Item) -> dict[str, Any]:
-    """The item's own values of every field a run may change (``_MISSING``: not set)."""
-    # mtime last: beets zeroes it whenever a tag field is set, so it is put back after them.
-    return {key: item.get(key, _MISSING, with_album=False) for key in (*ITEM_TRACKED_FIELDS, "mtime")}
-
-
-def _restore_fields(item: Item, before: dict[str, Any]) -> None:
-    for key, value in before.items():
-        if value is _MISSING:
-            if key in item:
-                del item[key]
-        else:
-            item[key] = value
