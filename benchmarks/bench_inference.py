@@ -36,7 +36,6 @@ import os
 import re
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -111,6 +110,7 @@ def child(mode: str, model_path: str, files: list[str], repeat: int, device: str
         import librosa
 
         from mmgenre_core.audio import window_offsets
+        from mmgenre_core.model import FusedBatch
 
         cfg = clf.audio_config
         with torch.inference_mode():
@@ -121,7 +121,7 @@ def child(mode: str, model_path: str, files: list[str], repeat: int, device: str
                 # Pad short files by repeating, as mmgenre does.
                 windows = np.stack([np.resize(y[s:s + n], n) for s in starts])
                 mel = clf.model.frontend(torch.from_numpy(windows).to(clf.device))
-                logits = clf.model.classify(clf.model.encode_audio(mel), clf.model.absent_lyrics(len(windows)))
+                logits = clf.model(FusedBatch.full(mel=mel))
                 torch.softmax(logits, -1).mean(dim=0)
     else:
         raise ValueError(mode)

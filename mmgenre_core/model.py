@@ -334,12 +334,9 @@ class GenreModel(nn.Module):
 
     # The three stages are public so inference can encode lyrics once per track and
     # audio once per window, then fuse per window.
-    def encode_audio(self, mel: torch.Tensor, has_audio: torch.Tensor | None = None) -> torch.Tensor:
-        """mel [shape=(batch, n_mels, frames)] -> [shape=(batch, audio_vector_dim)]; rows without audio get ``no_audio``."""
-        vec = self.cnn(mel)
-        if has_audio is not None:
-            vec = torch.where(has_audio.unsqueeze(-1), vec, self.no_audio.to(vec.dtype))
-        return vec
+    def encode_audio(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel [shape=(batch, n_mels, frames)] -> [shape=(batch, audio_vector_dim)]."""
+        return self.cnn(mel)
 
     def absent_audio(self, batch: int) -> torch.Tensor:
         """The learned "no audio" vector, [shape=(batch, audio_vector_dim)]."""

@@ -286,18 +286,17 @@ class GenreClassifier:
         """
         model, device = self.model, self.device
         batch = len(lyrics)
+        audio_features = None
         if self.checkpoint.model_config.use_audio:
+            # A row per window, every one with audio: its features, from the audio branch or the cache.
             counts = torch.tensor([f.shape[0] for f in features], device=device)
             track_of_row = torch.repeat_interleave(torch.arange(batch, device=device), counts)
+            audio_features = torch.cat([f.to(device) for f in features], dim=0)  # (rows, audio_dim)
         else:
             track_of_row = torch.arange(batch, device=device)
-        rows = track_of_row.shape[0]
-        row_index = torch.arange(rows, device=device)
-        inputs = FusedBatch(rows, row_index[:0])
-        if self.checkpoint.model_config.use_audio:
-            # Every row (window) has audio: its features, from the audio branch or the cache.
-            inputs.audio_pos = row_index
-            inputs.audio_features = torch.cat([f.to(device) for f in features], dim=0)  # (rows, audio_dim)
+        row_index = torch.arange(track_of_row.shape[0], device=device)
+        inputs = FusedBatch(row_index.shape[0], row_index if audio_features is not None else row_index[:0],
+                            audio_features=audio_features)
         has_lyrics = torch.zeros(batch, dtype=torch.bool, device=device)
         if self.uses_lyrics and any(lyrics):  # the common case, no lyrics in the batch, skips the HAN
             ids, mask, has = encode_batch(lyrics, vocab=self.vocab, config=self.text_config)
