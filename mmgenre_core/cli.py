@@ -109,8 +109,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .tags import read_embedded_lyrics
 
     def lyrics(path: str) -> tuple[str | None, str]:
-        """--lyrics-file first ("file"), else the lyrics in the file's tags ("tag")."""
-        text = given.get(path, given.get(os.path.abspath(path)))
+        """--lyrics-file first ("file"), else the lyrics in the file's tags ("tag").
+        Both sides use absolute paths (``paths`` below and read_lyrics_file's keys)."""
+        text = given.get(path)
         return (text, "file") if text is not None else (read_embedded_lyrics(path), "tag")
 
     from .device import configure_cpu_threads
