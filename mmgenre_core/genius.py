@@ -349,8 +349,7 @@ class GeniusClient:
         if self.disabled:
             return LyricsResult(None, DISABLED, error=self.disabled_reason)
         with self._lock:
-            attempt = 0
-            while True:
+            for attempt in range(self.retries + 1):  # the last attempt returns from its except
                 self.requests += 1
                 # One deadline for the whole lookup (search and page together).
                 self._session.deadline = time.monotonic() + self.timeout
@@ -360,16 +359,15 @@ class GeniusClient:
                 except Exception as exc:  # requests, lyricsgenius and bs4 raise many kinds
                     if self._session.cancelled.is_set():
                         return LyricsResult(None, DISABLED, error="cancelled")
-                    if _http_status(exc) in (401, 403) or attempt >= self.retries:
+                    if _http_status(exc) in (401, 403) or attempt == self.retries:
                         return self._failed(artist, title, exc)
                     self._debug(f"Genius lookup of {artist} - {title} failed ({_describe(exc, self.timeout)}), "
                                 f"asking again ({attempt + 1} of {self.retries})")
-                    # A cancel (Ctrl-C) ends the wait at once.
-                    if self._session.cancelled.wait(self.backoff * 2 ** attempt):
-                        return LyricsResult(None, DISABLED, error="cancelled")
-                    attempt += 1
                 finally:
                     self._session.deadline = None
+                # A cancel (Ctrl-C) ends the wait at once.
+                if self._session.cancelled.wait(self.backoff * 2 ** attempt):
+                    return LyricsResult(None, DISABLED, error="cancelled")
             self.failures = 0
         if self.cache is not None:
             try:
