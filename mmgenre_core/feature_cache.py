@@ -129,12 +129,16 @@ def update_with_tensors(digest, module, *, prefix: str = "") -> None:
 def backbone_id(model, audio_config) -> str:
     """A hash of everything that maps a waveform window to the model's audio features.
 
-    The audio settings (sample rate, windows, mel scale), the audio branch's
-    configuration, and every tensor of the front end and the audio branch
-    (``model.frontend``, ``model.cnn``): a checkpoint that only differs in its head or
-    lyrics branch gets the same id; any change to how audio is heard gets another.
+    The audio settings (sample rate, windows, mel scale), how files are decoded (the
+    decoding code and libraries, :func:`~mmgenre_core.audio.decoding_fingerprint`), the
+    audio branch's configuration, and every tensor of the front end and the audio
+    branch (``model.frontend``, ``model.cnn``): a checkpoint that only differs in its
+    head or lyrics branch gets the same id; any change to how audio is heard, an
+    upgrade that decodes differently included, gets another.
     """
     import json
+
+    from .audio import decoding_fingerprint
 
     cfg = model.config
     digest = hashlib.sha256()
@@ -143,7 +147,8 @@ def backbone_id(model, audio_config) -> str:
     engine = getattr(model.cnn, "engine", "torch")
     if engine != "torch":  # its features differ in the last bits: entries are not mixed
         branch["engine"] = engine
-    digest.update(json.dumps({"audio": audio_config.to_dict(), "branch": branch}, sort_keys=True).encode())
+    digest.update(json.dumps({"audio": audio_config.to_dict(), "decoding": decoding_fingerprint(),
+                              "branch": branch}, sort_keys=True).encode())
     for prefix, module in (("frontend.", model.frontend), ("cnn.", model.cnn)):
         update_with_tensors(digest, module, prefix=prefix)
     return digest.hexdigest()[:32]

@@ -93,7 +93,9 @@ def test_another_head_reuses_the_features(tmp_path, clips):
     assert not np.allclose(got, _probs(GenreClassifier.load(None).predict(clips), other.genres))
 
 
-def test_backbone_id_follows_the_audio_settings_and_weights():
+def test_backbone_id_follows_the_audio_settings_weights_and_decoder(monkeypatch):
+    import mmgenre_core.audio as audio_package
+
     clf = GenreClassifier.load(None)
     base = clf.backbone_id
     other_windows = dataclasses.replace(clf.audio_config, num_windows=clf.audio_config.num_windows + 1)
@@ -105,6 +107,9 @@ def test_backbone_id_follows_the_audio_settings_and_weights():
         clf.model.classifier.bias.add_(1.0)  # the head is not part of the backbone
         clf.model.cnn.backbone.dense.bias.sub_(1e-3)
     assert backbone_id(clf.model, clf.audio_config) == base
+    # An upgrade that decodes differently must not reuse features of the old decoder.
+    monkeypatch.setattr(audio_package, "decoding_fingerprint", lambda: "another decoder")
+    assert backbone_id(clf.model, clf.audio_config) != base
 
 
 # --------------------------------------------------------------------------- #

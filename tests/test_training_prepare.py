@@ -69,6 +69,24 @@ def test_prepare_cache_key_follows_config_and_files(clips, tmp_path):
     assert d.folder == a.folder  # features are one centre window whatever num_windows says
 
 
+def test_prepare_cache_key_follows_file_contents_and_the_decoder(clips, tmp_path, monkeypatch):
+    import shutil
+
+    import mmgenre_core.audio as audio_package
+
+    items = [shutil.copy(c, tmp_path / f"{i}{Path(c).suffix}") for i, c in enumerate(clips[:2])]
+    a = prepare(items, AUDIO, tmp_path / "cache", workers=1, progress=False)
+    assert prepare(items, AUDIO, tmp_path / "cache", workers=1, progress=False).folder == a.folder
+    # The same path with other bytes (a re-encoded or re-tagged file) is prepared again.
+    shutil.copy(clips[2], items[1])
+    b = prepare(items, AUDIO, tmp_path / "cache", workers=1, progress=False)
+    assert b.folder != a.folder and b.stats["processed_now"] == 2
+    # Another decoder (code or library versions) never reuses the old log-mels.
+    monkeypatch.setattr(audio_package, "decoding_fingerprint", lambda: "another decoder")
+    c = prepare(items, AUDIO, tmp_path / "cache", workers=1, progress=False)
+    assert c.folder not in (a.folder, b.folder)
+
+
 def test_broken_missing_silent_and_mismatching_clips_are_skipped(data_dir, tmp_path):
     fx = build_fma_fixture(data_dir, tmp_path / "fma")
     # Corrupt one checksum: that clip must be refused.

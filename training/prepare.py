@@ -7,7 +7,8 @@ the model's own front end, so training and inference see the same features. The
 results go into one float16 ``.npy`` memory map [shape=(n_clips, n_mels, frames)].
 
 Layout of a prepared folder ``CACHE_DIR/<name>-<hash>/`` (the hash covers the audio
-config and the list of files, so a changed config or file list gets a new folder)::
+config, the decoding code and libraries, and the list of files with their sizes and
+modification times, so a changed config, decoder, file or file list gets a new folder)::
 
     prepare.json   format, audio config, shape, chunk size, complete flag
     clips.csv      index, path, expected sha1
@@ -60,9 +61,25 @@ def feature_config(audio: AudioConfig) -> AudioConfig:
     return dataclasses.replace(audio, num_windows=1)
 
 
+def _stat_of(path: str) -> list[int] | None:
+    """[size, mtime_ns] of a file, None when it cannot be read (it is skipped later)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
 def cache_key(audio: AudioConfig, items: Sequence[tuple[str, str | None]]) -> str:
+    """What a prepared folder holds: the audio config, how decoding is done
+    (:func:`~mmgenre_core.audio.decoding_fingerprint`: the decoding code and libraries)
+    and each file's path, expected sha1, size and modification time. A file edited in
+    place, or a change to the decoder, gives a new folder instead of stale log-mels."""
+    from mmgenre_core.audio import decoding_fingerprint
+
     payload = json.dumps({"format": FORMAT_VERSION, "audio": feature_config(audio).to_dict(),
-                          "items": [[p, s] for p, s in items]}, sort_keys=True)
+                          "decoding": decoding_fingerprint(),
+                          "items": [[p, s, _stat_of(p)] for p, s in items]}, sort_keys=True)
     return hashlib.sha1(payload.encode("utf-8")).hexdigest()
 
 

@@ -1,4 +1,4 @@
-"""Audio front end, in four modules that each do one job:
+"""Audio front end, in modules that each do one job:
 
 * :mod:`.files`: find audio files in files and folders (no decoding, no torch, so a
   command that only lists files stays light);
@@ -6,7 +6,8 @@
   seekable, and soxr resampling;
 * :mod:`.windows`: where the analysed windows of a track lie and
   :func:`load_windows`, which decodes only those;
-* :mod:`.logmel`: :class:`LogMel`, the model's log-mel front end (torch).
+* :mod:`.logmel`: :class:`LogMel`, the model's log-mel front end (torch);
+* :mod:`.fingerprint`: :func:`decoding_fingerprint`, what caches of decoded audio key on.
 
 Every problem with a file is raised as an :class:`~mmgenre_core.errors.AudioError`
 subclass carrying the path. Decoding is thread-safe: each call opens its own handles
@@ -32,6 +33,7 @@ _EXPORTS = {
     "window_offsets": "windows",
     "LogMel": "logmel",
     "slaney_mel_filterbank": "logmel",
+    "decoding_fingerprint": "fingerprint",
 }
 
 __all__ = sorted(_EXPORTS)
