@@ -8,6 +8,7 @@ with the shipped model mapped through ``genre_map``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,17 @@ pytestmark = needs_data
 GENRE_MAP = {"Blues": "blues", "Classical": "classical", "Country": "country", "Electronic": "electronic",
              "Hip-Hop": "hiphop", "Jazz": "jazz", "Pop": "pop", "Rock": "rock", "Soul-RnB": "soul-rnb",
              "International": "international"}
+
+
+def default_model_training_clips() -> set[str]:
+    """Resolved paths of the clips in the shipped model's training split (its config's own split)."""
+    from training.config import load_config
+    from training.datasets import build_dataset
+
+    config = load_config(Path(__file__).resolve().parents[1] / "training" / "configs" / "default_model.json",
+                         [f"data_root={DATA_DIR}"])
+    dataset = build_dataset(config, load_lyrics=False)
+    return {os.path.realpath(e.path) for e in dataset.examples if e.split == "train" and e.path}
 
 
 class LearnTest(MMGenrePluginMixin, IOMixin, PluginTestHelper):
@@ -51,11 +63,11 @@ class TestLearnOnARealLibrary(LearnTest):
         assert len(rows) == 482
         rng = np.random.default_rng(0)
         tagged = rng.random(len(rows)) < 0.6
-        truth = {}
+        truth, source = {}, {}
         for i, ((src, genre, artist), keep) in enumerate(zip(rows, tagged)):
             item = self.add_real(src, f"{i:04d}{src.suffix}", genres=[genre] if keep else [], artist=artist,
                                  heldout="yes" if not keep else "no")
-            truth[item.id] = genre
+            truth[item.id], source[item.id] = genre, os.path.realpath(src)
         files = {p: p.stat().st_mtime_ns for p in (Path(self.lib_path) / "tracks").iterdir()}
         before = self.library_state()
 
@@ -74,10 +86,20 @@ class TestLearnOnARealLibrary(LearnTest):
         assert ckpt.metadata["base_model"] == load_checkpoint(default_model_path()).model_id
         assert "learnt 11 genres" in ckpt.metadata["model_card"]
 
-        def heldout_accuracy() -> float:
+        # The shipped model trained on about 70% of these very clips, which flatters it; the
+        # clips of its validation and test splits are new to both models.
+        trained_on = default_model_training_clips()
+        fair_ids = {i for i, path in source.items() if path not in trained_on}
+
+        def heldout_accuracy() -> tuple[float, float, int]:
+            """Top genre right: over all held-out tracks, over those the shipped model never
+            trained on, and how many those are."""
             items = list(self.lib.items("heldout:yes"))
             assert len(items) == len(rows) - tagged.sum()
-            return float(np.mean([list(it.genres)[:1] == [truth[it.id]] for it in items]))
+            right = {it.id: list(it.genres)[:1] == [truth[it.id]] for it in items}
+            fair = [right[i] for i in right if i in fair_ids]
+            assert len(fair) >= 40
+            return float(np.mean(list(right.values()))), float(np.mean(fair)), len(fair)
 
         # The other 40% with the learnt model (features from the cache: nothing is decoded)...
         self.config["mmgenre"]["model"] = str(saved)
@@ -91,13 +113,14 @@ class TestLearnOnARealLibrary(LearnTest):
         self.mmgenre.__dict__.pop("classifier", None)
         self.run_with_output("mmgenre", "-f", "heldout:yes")
         default = heldout_accuracy()
-        print(f"held-out 40%: learnt {learnt:.3f}, default through genre_map {default:.3f}")
-        # Measured 2026-12-02: learnt 0.805 (features from ONNX Runtime; 0.810-0.824 from
-        # torch's), default 0.790. The default model was trained on about 70% of these very
-        # clips, which flatters it; on the held-out clips it never trained on, 0.657 against
-        # 0.614 (a one-off script on torch's features, not part of the suite).
-        assert learnt >= 0.77
-        assert learnt >= default + 0.01
+        print(f"held-out 40%: learnt {learnt[0]:.3f}, default through genre_map {default[0]:.3f}; "
+              f"on the {learnt[2]} the default never trained on: {learnt[1]:.3f} against {default[1]:.3f}")
+        # Measured 2026-12-02 (default model 0.4.1, features from ONNX Runtime): learnt 0.824,
+        # default 0.790; on the 71 held-out clips the default never trained on, 0.676 against
+        # 0.606 (48 and 43 right; metal, disco and reggae are words only the learnt model has).
+        assert learnt[0] >= 0.77
+        assert learnt[0] >= default[0] + 0.01
+        assert learnt[1] >= default[1] + 0.03
 
 
 class TestLearnGuardRails(LearnTest):
