@@ -12,8 +12,9 @@ the same folds fits:
 * ``tfidf-clean``: the same on the text the model reads (Genius headers and section
   labels removed; the raw text lets TF-IDF learn which site a lyric was scraped from).
 
-Folds: ``StratifiedGroupKFold`` over the corpus, grouped by artist (a song without an
-artist is its own group, as training's split does) and stratified by genre; inside each
+Folds: ``StratifiedGroupKFold`` over the corpus, grouped by training's own rule
+(``training.datasets.artist_group``: a song without an artist is its own group) and
+stratified by genre; inside each
 training fold an artist-grouped sixth is the model's validation split. The baselines
 train on the whole training fold (training + validation): all the songs the model saw.
 Every method is scored on the same test songs, those with words left after cleaning.
@@ -31,7 +32,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -41,30 +41,26 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.baselines import lyrics_baseline  # noqa: E402
 from mmgenre_core.text import has_words  # noqa: E402
 from training.config import load_config, resolve_path  # noqa: E402
-from training.lyrics_data import read_jsonl  # noqa: E402
+from training.datasets import artist_group  # noqa: E402
+from training.lyrics_data import read_jsonl, standalone_examples  # noqa: E402
 
 DEFAULT_CONFIG = ROOT / "training" / "configs" / "default_model.json"
 BASELINES = {"tfidf-raw": False, "tfidf-clean": True}
 
 
-def artist_group(record: dict) -> str:
-    """Training's grouping rule (training.datasets._artist_group) on a JSON-lines record."""
-    artist = " ".join(str(record.get("artist") or "").casefold().split())
-    return f"artist:{artist}" if artist else f"track:{record['id']}"
-
-
-def fold_splits(records: list[dict], *, folds: int, seed: int, valid_parts: int) -> list[list[str]]:
-    """For each fold, the split of every record: 'train', 'valid' or 'test'."""
+def fold_splits(genres: list[str], groups: list[str], *, folds: int, seed: int,
+                valid_parts: int) -> list[list[str]]:
+    """For each fold, the split of every song ('train', 'valid' or 'test'), from the
+    songs' genres and artist groups."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    genres = np.array([r["genre"] for r in records])
-    groups = np.array([artist_group(r) for r in records])
+    genres_a, groups_a = np.asarray(genres), np.asarray(groups)
     out = []
     outer = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for train_idx, test_idx in outer.split(np.zeros(len(records)), genres, groups):
+    for train_idx, test_idx in outer.split(np.zeros(len(genres_a)), genres_a, groups_a):
         inner = StratifiedGroupKFold(n_splits=valid_parts, shuffle=True, random_state=seed)
-        _, valid_pos = next(inner.split(np.zeros(len(train_idx)), genres[train_idx], groups[train_idx]))
-        split = ["train"] * len(records)
+        _, valid_pos = next(inner.split(np.zeros(len(train_idx)), genres_a[train_idx], groups_a[train_idx]))
+        split = ["train"] * len(genres_a)
         for i in train_idx[valid_pos]:
             split[i] = "valid"
         for i in test_idx:
@@ -110,22 +106,23 @@ def main(argv: list[str] | None = None) -> int:
     standalone = [s for s in cfg.data.lyrics if s.get("standalone")]
     if len(standalone) != 1:
         p.error("the config needs exactly one standalone lyrics source")
-    records = [r for r in read_jsonl(resolve_path(standalone[0]["path"])) if r.get("genre")]
+    path = resolve_path(standalone[0]["path"])
+    records = [r for r in read_jsonl(path) if isinstance(r.get("genre"), str) and r["genre"].strip()]
+    examples = standalone_examples(records, standalone[0], base=path.parent)  # as training reads them
+    genres, groups = [e.genre for e in examples], [artist_group(e) for e in examples]
     valid_parts = max(2, round(1 / cfg.data.valid_fraction))
-    print(f"{len(records)} songs, {len({artist_group(r) for r in records})} artist groups, "
+    print(f"{len(records)} songs, {len(set(groups))} artist groups, "
           f"{args.folds} folds x seeds {args.seeds}", flush=True)
 
     rows = []
     started = time.perf_counter()
     for seed in args.seeds:
-        for k, split in enumerate(fold_splits(records, folds=args.folds, seed=seed, valid_parts=valid_parts)):
+        for k, split in enumerate(fold_splits(genres, groups, folds=args.folds, seed=seed, valid_parts=valid_parts)):
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="cv_lyrics_") as tmp:
                 model = train_fold(args.config, args.overrides, records, split, Path(tmp))
-            fit = [SimpleNamespace(lyrics=r["lyrics"], genre=r["genre"])
-                   for r, s in zip(records, split) if s != "test"]
-            test = [SimpleNamespace(lyrics=r["lyrics"], genre=r["genre"])
-                    for r, s in zip(records, split) if s == "test" and has_words(r["lyrics"])]
+            fit = [e for e, s in zip(examples, split) if s != "test"]
+            test = [e for e, s in zip(examples, split) if s == "test" and has_words(e.lyrics)]
             row = {"seed": seed, "fold": k, "model": model}
             for name, cleaned in BASELINES.items():
                 row[name] = lyrics_baseline(fit, test, cleaned=cleaned)
@@ -146,14 +143,15 @@ def main(argv: list[str] | None = None) -> int:
                 "folds_above": sum(r["model"][metric] > r[b][metric] for r in rows)}
             for metric in ("accuracy", "macro_f1")}
     print(f"\n{len(rows)} test folds (mean ± sd over folds), {time.perf_counter() - started:.0f} s in all:")
-    for m, s in summary.items():
-        above = (f"  (model above on {s['accuracy']['folds_above']} / {s['macro_f1']['folds_above']} of "
-                 f"{len(rows)} folds)" if "folds_above" in s["accuracy"] else "")
-        print(f"  {m:24s} accuracy {s['accuracy']['mean'] * 100:+.1f} ± {s['accuracy']['sd'] * 100:.1f}"
-              if m.startswith("model -") else
-              f"  {m:24s} accuracy {s['accuracy']['mean'] * 100:.1f}% ± {s['accuracy']['sd'] * 100:.1f}",
-              f"  macro-F1 {s['macro_f1']['mean']:+.3f} ± {s['macro_f1']['sd']:.3f}" if m.startswith("model -")
-              else f"  macro-F1 {s['macro_f1']['mean']:.3f} ± {s['macro_f1']['sd']:.3f}", above, sep="")
+    for m in ("model", *BASELINES):
+        acc, f1 = summary[m]["accuracy"], summary[m]["macro_f1"]
+        print(f"  {m:24s} accuracy {acc['mean'] * 100:.1f}% ± {acc['sd'] * 100:.1f}  "
+              f"macro-F1 {f1['mean']:.3f} ± {f1['sd']:.3f}")
+    for b in BASELINES:
+        acc, f1 = summary[f"model - {b}"]["accuracy"], summary[f"model - {b}"]["macro_f1"]
+        print(f"  model - {b:16s} accuracy {acc['mean'] * 100:+.1f} ± {acc['sd'] * 100:.1f}  "
+              f"macro-F1 {f1['mean']:+.3f} ± {f1['sd']:.3f}  (model above on {acc['folds_above']} / "
+              f"{f1['folds_above']} of {len(rows)} folds)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"config": str(args.config), "overrides": args.overrides,

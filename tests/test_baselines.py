@@ -33,21 +33,23 @@ def test_raw_text_baseline_learns_the_headers_and_the_cleaned_one_cannot():
 
 
 def test_lyrics_cv_folds_keep_every_artist_on_one_side_and_test_each_song_once():
-    from benchmarks.cv_lyrics import artist_group, fold_splits
+    from benchmarks.cv_lyrics import fold_splits
+    from training.datasets import artist_group
+    from training.examples import Example
 
-    # 12 artists of 3 songs in 2 genres, and 12 songs without an artist (each its own group).
-    records = [{"id": f"s{a}-{k}", "artist": f" Artist  {a} " if a % 2 else f"artist {a}", "genre": "AB"[a % 2],
-                "lyrics": "x"} for a in range(12) for k in range(3)]
-    records += [{"id": f"solo{k}", "artist": "", "genre": "AB"[k % 2], "lyrics": "x"} for k in range(12)]
-    splits = fold_splits(records, folds=4, seed=0, valid_parts=5)
+    # 12 artists of 3 songs in 2 genres (spelt two ways), and 12 songs without an artist.
+    songs = [Example(key=f"s{a}-{k}", genre="AB"[a % 2], artist=f" Artist  {a} " if k % 2 else f"artist {a}")
+             for a in range(12) for k in range(3)]
+    songs += [Example(key=f"solo{k}", genre="AB"[k % 2]) for k in range(12)]
+    groups = [artist_group(e) for e in songs]
+    assert len(set(groups)) == 12 + 12  # spellings of one artist share a group; solo songs are their own
+    splits = fold_splits([e.genre for e in songs], groups, folds=4, seed=0, valid_parts=5)
     assert len(splits) == 4
-    tested = [sum(s[i] == "test" for s in splits) for i in range(len(records))]
-    assert tested == [1] * len(records)  # every song is tested exactly once
+    tested = [sum(s[i] == "test" for s in splits) for i in range(len(songs))]
+    assert tested == [1] * len(songs)  # every song is tested exactly once
     for split in splits:
         assert {"train", "valid", "test"} <= set(split)
         sides: dict[str, set[str]] = {}
-        for rec, s in zip(records, split):
-            sides.setdefault(artist_group(rec), set()).add(s)
+        for group, s in zip(groups, split):
+            sides.setdefault(group, set()).add(s)
         assert all(len(v) == 1 for v in sides.values())  # an artist's songs share one side
-    assert artist_group(records[3]) == artist_group({"id": "other", "artist": "artist 1"})
-    assert artist_group(records[-1]) == "track:solo11"

@@ -290,7 +290,8 @@ def load_audio_source(spec: dict[str, Any]) -> tuple[list[Example], list[Skipped
 # --------------------------------------------------------------------------- #
 
 
-def _artist_group(e: Example) -> str:
+def artist_group(e: Example) -> str:
+    """The group a split keeps on one side: the normalised artist, or the track itself without one."""
     if e.artist and e.artist.strip():
         return "artist:" + re.sub(r"\s+", " ", e.artist.casefold().strip())
     return "track:" + e.key  # unknown artist: the track is its own group
@@ -311,7 +312,7 @@ def assign_splits(examples: list[Example], *, valid_fraction: float, test_fracti
     fractions = {"train": 1.0 - valid_fraction - test_fraction, "valid": valid_fraction, "test": test_fraction}
     groups: dict[str, list[Example]] = defaultdict(list)
     for e in todo:
-        groups[_artist_group(e)].append(e)
+        groups[artist_group(e)].append(e)
     order = sorted(groups)
     random.Random(seed).shuffle(order)
     order.sort(key=lambda g: -len(groups[g]))  # stable: equal sizes keep the shuffled order
@@ -436,5 +437,6 @@ __all__ = [
     "load_audio_source",
     "load_examples",
     "assign_splits",
+    "artist_group",
     "build_dataset",
 ]
