@@ -92,12 +92,24 @@ RANKED = [("Rock", 0.4), ("Pop", 0.3), ("Electronic", 0.2)]
                      True, id="keep-existing-merges"),
         pytest.param(["Jazz"], [], {"keep_existing": True, "force": True}, RANKED, TAGGED, ["Jazz", "Rock"],
                      ["Rock"], None, True, id="keep-existing-wins-over-force"),
-        pytest.param(["rock"], [], {"keep_existing": True}, RANKED, UNCHANGED, ["rock"], [], None, True,
+        pytest.param(["rock"], [], {"keep_existing": True}, RANKED, UNCHANGED, ["rock"], [], None, False,
                      id="merge-is-case-insensitive"),
         pytest.param(["Pop"], ["Pop"], {}, RANKED, TAGGED, ["Rock"], ["Rock"], None, True,
                      id="rerun-replaces-own-guess-without-force"),
-        pytest.param(["Rock"], ["Rock"], {}, RANKED, UNCHANGED, ["Rock"], ["Rock"], None, True,
+        # Unchanged means untouched: the mmgenre_* fields keep describing the run that wrote them.
+        pytest.param(["Rock"], ["Rock"], {}, RANKED, UNCHANGED, ["Rock"], ["Rock"], None, False,
                      id="rerun-same-answer-unchanged"),
+        pytest.param(["Rock"], [], {"force": True}, RANKED, UNCHANGED, ["Rock"], [], None, False,
+                     id="user-genre-the-model-agrees-with-stays-the-users"),
+        # Ownership is exact: a user who turned mmgenre's "Pop" into "pop" owns it.
+        pytest.param(["pop"], ["Classical", "Rock", "Pop"], {}, RANKED, SKIPPED, ["pop"],
+                     ["Classical", "Rock", "Pop"], SKIP_HAS_GENRES, False, id="user-recased-our-guess-owns-it"),
+        pytest.param(["classical"], ["Classical"], {"count": 2}, [("Classical", 0.6), ("Rock", 0.3)], SKIPPED,
+                     ["classical"], ["Classical"], SKIP_HAS_GENRES, False, id="user-lowercased-our-guess-owns-it"),
+        pytest.param(["pop"], ["Pop"], {"keep_existing": True}, RANKED, TAGGED, ["pop", "Rock"], ["Rock"], None,
+                     True, id="keep-existing-keeps-the-users-spelling"),
+        pytest.param(["Hip  Hop"], [], {"keep_existing": True}, RANKED, TAGGED, ["Hip  Hop", "Rock"], ["Rock"],
+                     None, True, id="keep-existing-keeps-user-genres-verbatim"),
         pytest.param(["Jazz", "Pop"], ["Pop"], {}, RANKED, SKIPPED, ["Jazz", "Pop"], ["Pop"], SKIP_HAS_GENRES,
                      False, id="user-added-a-genre-after-us"),
         pytest.param(["Jazz", "Pop"], ["Pop"], {"keep_existing": True}, RANKED, TAGGED, ["Jazz", "Rock"],
@@ -153,7 +165,10 @@ def test_combine_probabilities(dists, weights, expected):
 def test_unique_genres_and_keys():
     assert tagging.unique_genres(["Rock", " rock ", "Hip  Hop", "", None, "hip hop"]) == ["Rock", "Hip Hop"]
     assert tagging.genre_key("  Hip   HOP ") == "hip hop"
-    assert tagging.user_genres(["Jazz", "rock"], ["Rock"]) == ["Jazz"]
+    # Ownership is exact: "rock" is the user's even beside mmgenre's "Rock".
+    assert tagging.user_genres(["Jazz", "rock"], ["Rock"]) == ["Jazz", "rock"]
+    assert tagging.user_genres(["Jazz", "Rock"], ["Rock"]) == ["Jazz"]
+    assert tagging.user_genres(["", "  ", "Jazz"], []) == ["Jazz"]
 
 
 def test_tagging_module_imports_no_heavy_dependency():

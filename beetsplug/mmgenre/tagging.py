@@ -12,11 +12,16 @@ probabilities and the item's current genres and gets back a :class:`Decision`.
 * :func:`combine_probabilities` is an album's genre distribution: the
   (length-weighted) mean of its tracks' distributions.
 * :func:`decide` applies ``force`` / ``keep_existing`` to the current genres.
-  Genres mmgenre itself wrote earlier (remembered in the item's
-  ``mmgenre_genres`` attribute) are never "the user's", so a rerun replaces its
-  own guesses but, without ``force``, never a genre the user set.
+* :func:`user_genres` is the one notion of "genres this user owns", shared by the
+  tagging rules and ``--learn``: every genre of the track except the exact values
+  mmgenre wrote earlier (remembered in the item's ``mmgenre_genres`` attribute).
+  A rerun replaces mmgenre's own guesses but, without ``force``, never a genre the
+  user set, even one that differs from mmgenre's guess only in case: a user who
+  turns mmgenre's "Pop" into "pop" has made it theirs.
 
-Genre names compare case-insensitively everywhere (``Hip Hop`` == ``hip hop``).
+Model and user genre names compare case-insensitively in ``genre_map`` and
+``whitelist`` (``Hip Hop`` == ``hip hop``), and when merging (``keep_existing``
+never adds "Rock" beside the user's "rock"); ownership compares exactly.
 """
 
 from __future__ import annotations
@@ -127,9 +132,14 @@ def combine_probabilities(distributions: Sequence[Mapping[str, float]],
 
 
 def user_genres(current: Sequence[str], previously_added: Sequence[str]) -> list[str]:
-    """The genres in ``current`` that mmgenre did not set itself."""
-    ours = {genre_key(g) for g in previously_added or ()}
-    return [g for g in unique_genres(current or ()) if genre_key(g) not in ours]
+    """The genres in ``current`` that the user owns, verbatim and in order.
+
+    Everything but the exact values mmgenre wrote (``previously_added``): the
+    comparison is not case-folded, because a user who edits mmgenre's "Pop" into
+    "pop" has confirmed (and now owns) that genre.
+    """
+    ours = set(previously_added or ())
+    return [g for g in current or () if g and str(g).strip() and g not in ours]
 
 
 def has_user_genres(current: Sequence[str], previously_added: Sequence[str]) -> bool:
@@ -170,6 +180,9 @@ def decide(current: Sequence[str], previously_added: Sequence[str], ranked: Sequ
     * Nothing confident enough (or allowed): skipped, untouched. A run that reports a
       track as skipped leaves it exactly as it was (genres, its earlier mmgenre guess
       and the ``mmgenre_*`` fields that describe it stay in step).
+    * The same genres as now: unchanged, and untouched too (the ``mmgenre_*`` fields
+      keep describing the run that wrote them; a user's genre that mmgenre would
+      also pick stays the user's).
     """
     current = list(current or [])
     top = tuple(ranked[0]) if ranked else None
@@ -181,11 +194,13 @@ def decide(current: Sequence[str], previously_added: Sequence[str], ranked: Sequ
         reason = SKIP_LOW_CONFIDENCE if ranked else SKIP_NOT_ALLOWED
         return Decision(SKIPPED, current, list(previously_added or ()), reason, touch=False, top=top)
     base = mine if options.keep_existing else []
+    # Merging compares case-insensitively: no "Rock" beside the user's "rock".
     base_keys = {genre_key(g) for g in base}
-    new = unique_genres([*base, *chosen])
-    added = [g for g in new if genre_key(g) not in base_keys]
-    status = UNCHANGED if new == current else TAGGED
-    return Decision(status, new, added, None, touch=True, top=top)
+    added = [g for g in unique_genres(chosen) if genre_key(g) not in base_keys]
+    new = [*base, *added]
+    if new == current:
+        return Decision(UNCHANGED, current, list(previously_added or ()), None, touch=False, top=top)
+    return Decision(TAGGED, new, added, None, touch=True, top=top)
 
 
 __all__ = [
