@@ -22,33 +22,40 @@ if TYPE_CHECKING:
 DEFAULT_LEARNT_MODEL = "mmgenre-learnt.pt"
 
 
-def labelled_items(plugin: Any, items: Sequence["Item"]) -> list[tuple["Item", list[str]]]:
-    """(item, genres) for each item with genres mmgenre did not set: its own, else its album's."""
-    from mmgenre_core.genre_map import genre_key
+def labelled_items(plugin: Any, items: Sequence["Item"]) -> tuple[list[tuple["Item", list[str]]], int]:
+    """(item, genres) for each item with genres its user owns (its own, else its album's),
+    and how many items had only genres mmgenre wrote itself.
+
+    Ownership is the tagging rules' (:func:`.tagging.user_genres`): exact, so a genre
+    the user confirmed or corrected (mmgenre's "Classical" turned into "classical")
+    counts, and mmgenre's untouched guesses never do.
+    """
+    from .tagging import user_genres
 
     albums: dict[int, Any] = {}
     out = []
+    only_ours = 0
     for item in items:
         current, ours = plugin._previous(item)
-        mine = {genre_key(g) for g in ours}
-        genres = [g for g in current if g and genre_key(g) not in mine]
+        genres = user_genres(current, ours)
         if not current and item.album_id is not None:  # album-level genres only
             if item.album_id not in albums:
                 albums[item.album_id] = item.get_album()
             album = albums[item.album_id]
             if album is not None:
-                a_current, a_ours = plugin._previous(album)
-                a_mine = {genre_key(g) for g in a_ours}
-                genres = [g for g in a_current if g and genre_key(g) not in a_mine]
+                current, ours = plugin._previous(album)
+                genres = user_genres(current, ours)
         if genres:
             out.append((item, genres))
-    return out
+        elif current:
+            only_ours += 1
+    return out, only_ours
 
 
 def learnt_model_path(plugin: Any) -> Path:
     """Where the learnt model goes: ``learn_path``, relative to the beets config folder."""
-    value = plugin.config["learn_path"].get()
-    path = Path(os.path.expanduser(str(value))) if value else Path(DEFAULT_LEARNT_MODEL)
+    value = plugin.settings.learn_path
+    path = Path(os.path.expanduser(value)) if value else Path(DEFAULT_LEARNT_MODEL)
     return path if path.is_absolute() else Path(config.config_dir()) / path
 
 
@@ -63,11 +70,14 @@ def run_learn(plugin: Any, lib: "Library", query: list[str], *, pretend: bool) -
     from .run import Progress
 
     options = plugin.tagging_options()
-    min_tracks = plugin.config["learn_min_tracks"].get(int)
-    labelled = labelled_items(plugin, list(lib.items(query)))
+    min_tracks = plugin.settings.learn_min_tracks
+    labelled, only_ours = labelled_items(plugin, list(lib.items(query)))
+    left_out = (f"{only_ours} track(s) whose genres are mmgenre's own guesses were left out (a genre counts "
+                "once you set or correct it, e.g. `beet modify genres=...`; `beet modify 'mmgenre_genres!'` "
+                "makes a track's current genres yours)") if only_ours else ""
     if not labelled:
         raise ui.UserError("mmgenre --learn: no track matching the query has genres to learn from "
-                           "(genres mmgenre wrote itself do not count)")
+                           "(genres mmgenre wrote itself do not count)" + (f"; {left_out}" if left_out else ""))
     clf = plugin.classifier
     if not clf.checkpoint.model_config.use_audio:
         raise ui.UserError("mmgenre --learn: the configured model has no audio branch to learn over")
@@ -75,12 +85,14 @@ def run_learn(plugin: Any, lib: "Library", query: list[str], *, pretend: bool) -
     missing = len(labelled) - len(present)
     ui.print_(f"mmgenre --learn: {len(present)} tagged tracks" + (f" ({missing} without a file, skipped)"
                                                                    if missing else ""))
+    if left_out:
+        plugin._log.warning("mmgenre --learn: {}", left_out)
     progress = Progress(len(present), plugin._log)
     tracks, failed = [], 0
     try:
         for (item, genres), (features, error) in zip(present, clf.iter_features(
                 [os.fsdecode(item.path) for item, _ in present],
-                batch_size=max(1, plugin.config["batch_size"].get(int)))):
+                batch_size=plugin.settings.batch_size)):
             progress.update()
             if error is not None:
                 failed += 1
