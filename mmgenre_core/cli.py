@@ -37,58 +37,6 @@ def _result_for_output(res: Any) -> dict[str, Any]:
     return out
 
 
-def read_lyrics_file(path: str | os.PathLike) -> dict[str, str]:
-    """A JSON-lines file of ``{"path": ..., "lyrics": ...}`` -> {absolute path: lyrics}.
-
-    Relative paths are taken relative to the lyrics file's folder first, then to the
-    current directory. A few malformed lines are skipped with one warning; a file that
-    is missing, a folder, not UTF-8, or has no usable line at all raises
-    :class:`InputFileError` (the CLI's exit status 2).
-    """
-    from .errors import InputFileError
-
-    path = Path(path)
-    shown = display_text(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except IsADirectoryError:
-        raise InputFileError(f"--lyrics-file {shown}: is a folder, not a JSON-lines file") from None
-    except FileNotFoundError:
-        reason = "a symbolic link that points nowhere or in a loop" if path.is_symlink() else "no such file"
-        raise InputFileError(f"--lyrics-file {shown}: {reason}") from None
-    except UnicodeDecodeError as exc:
-        raise InputFileError(f"--lyrics-file {shown}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise InputFileError(f"--lyrics-file {shown}: cannot be read ({exc.strerror or exc})") from None
-    out: dict[str, str] = {}
-    bad: list[tuple[int, str]] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            bad.append((lineno, "not JSON"))
-            continue
-        if not isinstance(rec, dict):
-            bad.append((lineno, "not a JSON object"))
-            continue
-        track, lyrics = rec.get("path") or rec.get("file"), rec.get("lyrics")
-        if not isinstance(track, str) or not track or not isinstance(lyrics, str):
-            bad.append((lineno, "needs a 'path' and a 'lyrics' string"))
-            continue
-        candidates = [Path(track)] if os.path.isabs(track) else [path.parent / track, Path(track)]
-        chosen = next((c for c in candidates if c.exists()), candidates[0])
-        out[os.path.abspath(chosen)] = lyrics
-    if bad and not out:
-        raise InputFileError(
-            f"--lyrics-file {shown}: no usable line ({len(bad)} lines; line {bad[0][0]}: {bad[0][1]}); "
-            'expected one {"path": ..., "lyrics": ...} object per line')
-    if bad:
-        log.warning("%s: %d malformed lines skipped (first: line %d, %s)", shown, len(bad), bad[0][0], bad[0][1])
-    return out
-
-
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .audio import find_audio_files
     from .predict import GenreClassifier
@@ -105,13 +53,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not files:
         print("mmgenre: no audio files found", file=sys.stderr)
         return 2
-    given = read_lyrics_file(args.lyrics_file) if args.lyrics_file else {}
+    paths = [os.path.abspath(f) for f in files]
+    given = None
+    if args.lyrics_file:
+        from .lyrics_file import command_line_folders, read_lyrics_file
+
+        given = read_lyrics_file(args.lyrics_file)
+        given.resolve(command_line_folders(args.paths))
+        given.report_unmatched(paths)
     from .tags import read_embedded_lyrics
 
     def lyrics(path: str) -> tuple[str | None, str]:
-        """--lyrics-file first ("file"), else the lyrics in the file's tags ("tag").
-        Both sides use absolute paths (``paths`` below and read_lyrics_file's keys)."""
-        text = given.get(path)
+        """--lyrics-file first ("file"), else the lyrics in the file's tags ("tag")."""
+        text = given.lookup(path) if given is not None else None
         return (text, "file") if text is not None else (read_embedded_lyrics(path), "tag")
 
     from .device import configure_cpu_threads
@@ -122,7 +76,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     cache = _open_cache(args)
     clf = GenreClassifier.load(args.model, device=args.device, feature_cache=cache)
     started = time.perf_counter()
-    paths = [os.path.abspath(f) for f in files]
     from .native_stderr import filtered_native_stderr
 
     with filtered_native_stderr():
