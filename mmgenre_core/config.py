@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .errors import ConfigError
@@ -84,6 +85,39 @@ def _has_annotated_type(value: Any, annotation: str) -> bool:
     return not allowed & {"int", "float", "bool", "str", "None", "tuple", "list", "dict"}
 
 
+#: The most audio (seconds) a model may analyse per track: windows x window length.
+MAX_ANALYSED_SECONDS = 1800.0
+
+
+def bounded(default: Any, low: float, high: float) -> Any:
+    """A numeric config field whose value (each value, for a tuple) must lie in [low, high].
+
+    Every number a checkpoint carries has such bounds (see :func:`check_ranges`): a
+    hand-edited or damaged file asking for 10^9 windows, a 10^6-wide GRU or a NaN
+    sample rate is refused at load with the field's name, instead of hanging a run
+    or allocating gigabytes while the model is built.
+    """
+    return field(default=default, metadata={"range": (low, high)})
+
+
+def check_ranges(obj: Any) -> None:
+    """Raise :class:`ConfigError` for a field of ``obj`` outside its :func:`bounded` range
+    (None passes where the field allows it; floats must be finite)."""
+    for f in dataclasses.fields(obj):
+        if "range" not in f.metadata:
+            continue
+        low, high = f.metadata["range"]
+        value = getattr(obj, f.name)
+        if value is None and "None" in str(f.type):
+            continue
+        values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+        for v in values:
+            ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                  and low <= v <= high)
+            if not ok:
+                raise ConfigError(f"{f.name} must be between {low:g} and {high:g}, not {value!r}")
+
+
 def _to_dict(obj: Any) -> dict[str, Any]:
     out = dataclasses.asdict(obj)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
@@ -98,26 +132,32 @@ class AudioConfig:
     averages their genre probabilities.
     """
 
-    sample_rate: int = 22050
-    n_fft: int = 2048
-    hop_length: int = 512
-    n_mels: int = 128
-    fmin: float = 0.0
-    fmax: float | None = None
-    top_db: float | None = 80.0
-    window_seconds: float = 30.0
-    num_windows: int = 1
-    min_seconds: float = 1.0
+    sample_rate: int = bounded(22050, 1000, 192000)
+    n_fft: int = bounded(2048, 16, 65536)
+    hop_length: int = bounded(512, 1, 65536)
+    n_mels: int = bounded(128, 1, 512)
+    fmin: float = bounded(0.0, 0.0, 96000.0)
+    fmax: float | None = bounded(None, 1.0, 96000.0)
+    top_db: float | None = bounded(80.0, 1.0, 300.0)
+    window_seconds: float = bounded(30.0, 0.1, 600.0)
+    num_windows: int = bounded(1, 1, 256)
+    min_seconds: float = bounded(1.0, 0.01, 600.0)
     # RMS (full scale = 1.0) below which a window counts as digital silence.
-    silence_rms: float = 1e-4
+    silence_rms: float = bounded(1e-4, 0.0, 1.0)
     # "db": 10 log10(mel), clipped at top_db below the peak (the paper branch);
     # "musicnn": log10(1 + 10000 mel) of the float16-rounded power, musicnn's own input.
     scale: str = "db"
 
     def __post_init__(self) -> None:
-        if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
-            raise ConfigError("sample_rate, n_fft, hop_length and n_mels must be positive")
-        if self.window_seconds < self.min_seconds or self.min_seconds <= 0:
+        check_ranges(self)
+        if self.hop_length > self.n_fft:
+            raise ConfigError(f"hop_length ({self.hop_length}) must not exceed n_fft ({self.n_fft})")
+        if self.fmax is not None and not self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ConfigError(f"need fmin < fmax <= sample_rate / 2, not fmin={self.fmin}, fmax={self.fmax}")
+        if self.num_windows * self.window_seconds > MAX_ANALYSED_SECONDS:
+            raise ConfigError(f"num_windows x window_seconds is {self.num_windows * self.window_seconds:g} s of "
+                              f"audio a track; at most {MAX_ANALYSED_SECONDS:g} s")
+        if self.window_seconds < self.min_seconds:
             raise ConfigError("need 0 < min_seconds <= window_seconds")
         if self.num_windows < 1:
             raise ConfigError("num_windows must be at least 1")
@@ -145,15 +185,14 @@ class AudioConfig:
 class TextConfig:
     """How lyrics become the HAN's ``(max_lines, max_words)`` id grid (the paper: 50 x 20)."""
 
-    max_lines: int = 50
-    max_words: int = 20
+    max_lines: int = bounded(50, 1, 1000)
+    max_words: int = bounded(20, 1, 1000)
     lowercase: bool = True
     # Lines shorter than this many words (after cleaning) are dropped.
-    min_line_words: int = 1
+    min_line_words: int = bounded(1, 0, 1000)
 
     def __post_init__(self) -> None:
-        if self.max_lines < 1 or self.max_words < 1:
-            raise ConfigError("max_lines and max_words must be at least 1")
+        check_ranges(self)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -167,21 +206,21 @@ class TextConfig:
 class ModelConfig:
     """Sizes of the fused CNN-HAN model (defaults are the paper's)."""
 
-    n_genres: int = 16
-    n_mels: int = 128
+    n_genres: int = bounded(16, 2, 1000)
+    n_mels: int = bounded(128, 1, 512)
     # SpectrogramCNN: one block per entry (conv with a 1 x k kernel along time).
-    cnn_channels: tuple[int, ...] = (16, 32, 64, 128)
-    cnn_kernel: int = 3
+    cnn_channels: tuple[int, ...] = bounded((16, 32, 64, 128), 1, 1024)
+    cnn_kernel: int = bounded(3, 1, 31)
     # (freq, time) max-pool of every block.
-    cnn_pool: tuple[int, int] = (2, 4)
-    audio_dim: int = 500
+    cnn_pool: tuple[int, int] = bounded((2, 4), 1, 16)
+    audio_dim: int = bounded(500, 1, 8192)
     # HAN
-    vocab_size: int = 20000
-    embed_dim: int = 300
-    word_hidden: int = 50
-    line_hidden: int = 50
-    attention_dim: int = 100
-    dropout: float = 0.5
+    vocab_size: int = bounded(20000, 1, 500_000)
+    embed_dim: int = bounded(300, 1, 1024)
+    word_hidden: int = bounded(50, 1, 1024)
+    line_hidden: int = bounded(50, 1, 1024)
+    attention_dim: int = bounded(100, 1, 1024)
+    dropout: float = bounded(0.5, 0.0, 0.99)
     # Branches present in the model; a model may be audio-only or lyrics-only.
     use_audio: bool = True
     use_lyrics: bool = True
@@ -199,12 +238,11 @@ class ModelConfig:
     lyrics_bow: bool = False
 
     def __post_init__(self) -> None:
-        if self.n_genres < 2:
-            raise ConfigError("n_genres must be at least 2")
+        check_ranges(self)
+        if not 1 <= len(self.cnn_channels) <= 8:
+            raise ConfigError(f"cnn_channels needs 1 to 8 blocks, not {len(self.cnn_channels)}")
         if not (self.use_audio or self.use_lyrics):
             raise ConfigError("a model needs the audio branch, the lyrics branch or both")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError("dropout must be in [0, 1)")
         if len(self.cnn_pool) != 2:
             raise ConfigError("cnn_pool is (freq, time)")
         if self.audio_branch not in ("paper", "musicnn"):
@@ -235,4 +273,4 @@ class ModelConfig:
         return from_dict(cls, data)
 
 
-__all__ = ["AudioConfig", "TextConfig", "ModelConfig", "from_dict"]
+__all__ = ["AudioConfig", "TextConfig", "ModelConfig", "from_dict", "bounded", "check_ranges"]
