@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .genius_page import PageDeadlineError
+
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "genius-lyrics.sqlite3"
@@ -393,11 +395,25 @@ class GeniusClient:
             path = song.get("path") or urlparse(song.get("url") or "").path
             if not path:
                 continue
-            # lyricsgenius strips "https://genius.com/" and fetches the rest from WEB_ROOT.
-            lyrics = genius.lyrics(song_url="https://genius.com/" + path.lstrip("/"))
-            lyrics = lyrics.strip() if lyrics else None
+            lyrics = self._page_lyrics(path)
             return lyrics or None, song.get("url")
         return None, None
+
+    def _page_lyrics(self, path: str) -> str | None:
+        """The lyrics on the song page at ``path`` (under ``web_root``), read and parsed
+        within the lookup's deadline (:mod:`.genius_page`; lyricsgenius' own parser has
+        no deadline and took minutes on a hostile page)."""
+        from .genius_page import lyrics_from_page
+
+        url = (self.web_root or "https://genius.com/") + path.lstrip("/")
+        response = self._session.get(url, timeout=self.timeout)
+        # Not response.text: without a charset it guesses one from all the bytes (slow on a big page).
+        try:
+            page = response.content.decode(response.encoding or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            page = response.content.decode("utf-8", errors="replace")
+        lyrics = lyrics_from_page(page, deadline=self._session.deadline)
+        return lyrics.strip() if lyrics else None
 
     def _failed(self, artist: str, title: str, exc: BaseException) -> LyricsResult:
         message = _describe(exc, self.timeout)
@@ -449,7 +465,7 @@ def _describe(exc: BaseException, timeout: float | None = None) -> str:
             break
         if isinstance(cause, BodyTooLargeError):
             return str(cause)
-        if isinstance(cause, DeadlineError):
+        if isinstance(cause, (DeadlineError, PageDeadlineError)):
             return f"no complete answer within {timeout:g} s" if timeout else "too slow"
         cause = cause.__cause__ or cause.__context__
     if "timed out" in text.lower() or "timeout" in name.lower():
