@@ -55,6 +55,7 @@ else:
 
 from . import lyrics as lyrics_chain  # noqa: E402 - light: no beets, torch or network at import
 from . import rows  # noqa: E402
+from . import settings as settings_module  # noqa: E402
 from .rows import PENDING  # noqa: E402
 from .run import Progress, Run, RunMode, Summary  # noqa: E402
 
@@ -106,17 +107,6 @@ SKIP_WRITE_FAILED = "file not written"
 # --------------------------------------------------------------------------- #
 
 
-def _looks_like_path(value: str) -> bool:
-    """A ``whitelist`` string that names a file, not a comma-separated list of genres.
-
-    "Old-Time / Historic, Rock" is a list; "~/genres.txt", "/etc/x", "./w" and
-    "genres.txt" are paths (an existing file always is).
-    """
-    value = value.strip()
-    return (os.path.isfile(os.path.expanduser(value)) or value.startswith(("/", "~", "./", "../"))
-            or value.lower().endswith((".txt", ".list", ".conf")))
-
-
 class _Classified:
     """One classified track: the model's answer and where its lyrics came from."""
 
@@ -145,77 +135,53 @@ class MMGenrePlugin(BeetsPlugin):
 
     def __init__(self) -> None:
         super().__init__("mmgenre")
-        self.config.add(
-            {
-                "auto": True,
-                "model": None,
-                "device": "auto",
-                "batch_size": 16,
-                "threads": "auto",
-                "cache": True,
-                "cache_path": None,
-                "count": 1,
-                "min_confidence": 0.3,
-                "force": False,
-                "keep_existing": False,
-                "genre_map": {},
-                "whitelist": [],
-                "lyrics": True,
-                "store_lyrics": False,
-                "genius_token": None,
-                "genius_timeout": 10.0,
-                "genius_cache": None,
-                "genius_api_root": None,
-                "genius_web_root": None,
-                "pretend": False,
-                "album": False,
-                "learn_min_tracks": 5,
-                "learn_path": "mmgenre-learnt.pt",
-            }
-        )
+        self.config.add(settings_module.DEFAULTS)
+        self.settings, self.config_problems = settings_module.read_settings(self.config)
         # Only a real token is hidden: "REDACTED" for an unset one misleads (beet config).
-        if self.config["genius_token"].get():
+        if self.settings.genius_token:
             self.config["genius_token"].redact = True
         self._import_error: str | None = None
+        self._exit_hook = False
         self.write_failures = 0
-        if self.config["auto"].get(bool):
+        # A bad `auto` value still gets the stage, which then says what is wrong.
+        if self.settings.auto or any(p.startswith("auto:") for p in self.config_problems):
             self.import_stages = [self.imported]
             self.register_listener("import_task_files", self.write_imported)
+            self.register_listener("after_write", self._beets_wrote)
         # Files whose audio stays the same keep their cached features: tag writes (by
         # beets or by us) and moves/copies into the library would otherwise look like
         # new files to a cache keyed by path, size and mtime.
         self._stat_before_write: dict[bytes, Any] = {}
-        if self.config["cache"].get(bool):
+        if self.settings.cache:
             self.register_listener("write", self._cache_before_write)
             self.register_listener("after_write", self._cache_after_write)
             for event in ("item_moved", "item_copied", "item_hardlinked", "item_reflinked"):
                 self.register_listener(event, self._cache_follow)
 
     # ------------------------------------------------------------ configuration
+    def fresh_settings(self) -> settings_module.Settings:
+        """The settings as the config stands now (it may have changed since the plugin
+        was built: command-line options, tests); bad options fall back to defaults."""
+        self.settings, self.config_problems = settings_module.read_settings(self.config)
+        return self.settings
+
+    def checked_settings(self) -> settings_module.Settings:
+        """The settings, re-read (command-line options included); ui.UserError, one line
+        per bad option, when any is invalid."""
+        self.fresh_settings()
+        if self.config_problems:
+            lines = "\n".join(f"  {problem}" for problem in self.config_problems)
+            raise ui.UserError(f"mmgenre: invalid configuration ({len(self.config_problems)} "
+                               f"option{'s' if len(self.config_problems) > 1 else ''}):\n{lines}")
+        return self.settings
+
     def tagging_options(self) -> tagging.TaggingOptions:
         """The genre rules from the configuration (raises ui.UserError when invalid)."""
+        s = self.checked_settings()
         try:
-            whitelist = self.config["whitelist"].get()
-            if isinstance(whitelist, str) and _looks_like_path(whitelist):
-                whitelist_path = os.path.expanduser(whitelist)
-                if not os.path.isfile(whitelist_path):
-                    raise ValueError(f"whitelist file {whitelist} does not exist (or is not a file)")
-                with open(whitelist_path, encoding="utf-8") as fh:
-                    whitelist = [ln.strip() for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
-                if not whitelist:
-                    raise ValueError(f"whitelist file {whitelist_path} names no genre")
-            genre_map = self.config["genre_map"].get() or {}
-            if not isinstance(genre_map, dict):
-                raise ValueError("genre_map must be a mapping of model genre -> your genre name")
-            return tagging.TaggingOptions(
-                count=self.config["count"].get(int),
-                min_confidence=self.config["min_confidence"].as_number(),
-                genre_map=genre_map,
-                whitelist=tagging.parse_whitelist(whitelist),
-                force=self.config["force"].get(bool),
-                keep_existing=self.config["keep_existing"].get(bool),
-            )
-        except (ValueError, TypeError, OSError, UnicodeDecodeError, confuse.ConfigError) as exc:
+            return tagging.TaggingOptions(count=s.count, min_confidence=s.min_confidence, genre_map=s.genre_map,
+                                          whitelist=s.whitelist, force=s.force, keep_existing=s.keep_existing)
+        except ValueError as exc:  # pragma: no cover - read_settings checked every value
             raise ui.UserError(f"mmgenre: invalid configuration: {exc}") from exc
 
     @cached_property
@@ -225,14 +191,14 @@ class MMGenrePlugin(BeetsPlugin):
         from mmgenre_core.errors import MMGenreError
         from mmgenre_core.predict import GenreClassifier
 
-        path = self.config["model"].as_filename() if self.config["model"].get() else None
+        s = self.fresh_settings()
         try:
             from mmgenre_core.device import configure_cpu_threads
 
-            threads = configure_cpu_threads(self.config["threads"].get(), device=self.config["device"].as_str())
+            threads = configure_cpu_threads(s.threads, device=s.device)
             if threads is not None:
                 self._log.debug("{} CPU thread(s) for the model", threads)
-            clf = GenreClassifier.load(path, device=self.config["device"].as_str(), feature_cache=self._feature_cache())
+            clf = GenreClassifier.load(s.model, device=s.device, feature_cache=self._feature_cache())
         except MMGenreError as exc:
             raise ui.UserError(f"mmgenre: cannot load the model: {exc}") from exc
         self._log.debug("model {} on {} ({} genres), loaded in {:.2f} s", clf.model_id, clf.device, len(clf.genres),
@@ -241,7 +207,7 @@ class MMGenrePlugin(BeetsPlugin):
 
     def _feature_cache(self) -> Any:
         """The feature cache (``cache``, ``cache_path``), shared with ``mmgenre predict``; None when off."""
-        if not self.config["cache"].get(bool):
+        if not self.settings.cache:
             return None
         return self.feature_cache
 
@@ -250,7 +216,7 @@ class MMGenrePlugin(BeetsPlugin):
         """The cache file, opened on first use (no torch needed)."""
         from mmgenre_core.feature_cache import FeatureCache, default_cache_path
 
-        where = self.config["cache_path"].as_filename() if self.config["cache_path"].get() else default_cache_path()
+        where = self.fresh_settings().cache_path or default_cache_path()
         self._log.debug("feature cache {}", where)
         return FeatureCache(where)
 
@@ -273,30 +239,23 @@ class MMGenrePlugin(BeetsPlugin):
     @cached_property
     def genius(self) -> GeniusClient | None:
         """The Genius client, or None when no ``genius_token`` is configured."""
-        token = self.config["genius_token"].get()
-        if not token:
+        s = self.fresh_settings()
+        if not s.genius_token:
             return None
         from mmgenre_core.genius import GeniusClient
 
-        cache = self.config["genius_cache"].get()
-        if cache is None:
-            cache_dir = None
-        elif cache is False:
-            cache_dir = False
-        else:
-            cache_dir = self.config["genius_cache"].as_filename()
         return GeniusClient(
-            str(token),
-            timeout=self.config["genius_timeout"].as_number(),
-            cache_dir=cache_dir,
-            api_root=self.config["genius_api_root"].get(),
-            web_root=self.config["genius_web_root"].get(),
+            s.genius_token,
+            timeout=s.genius_timeout,
+            cache_dir=s.genius_cache,
+            api_root=s.genius_api_root,
+            web_root=s.genius_web_root,
             warn=lambda message: self._log.warning("{}", message),
             debug=lambda message: self._log.debug("{}", message),
         )
 
     def _use_lyrics(self) -> bool:
-        return self.config["lyrics"].get(bool) and self.classifier.uses_lyrics
+        return self.settings.lyrics and self.classifier.uses_lyrics
 
     # ---------------------------------------------------------------- commands
     def commands(self) -> list[ui.Subcommand]:
@@ -330,21 +289,31 @@ class MMGenrePlugin(BeetsPlugin):
         learn = bool(vars(opts).pop("learn", False))
         self.config.set_args(vars(opts))
         options = self.tagging_options()
-        pretend = self.config["pretend"].get(bool)
-        if learn:
-            from .learn import run_learn
+        pretend = self.settings.pretend
+        with _library_errors_as_user_errors():
+            if learn:
+                from .learn import run_learn
 
-            with _quiet_decoders():
-                run_learn(self, lib, args, pretend=pretend)
-            return
+                with _quiet_decoders():
+                    run_learn(self, lib, args, pretend=pretend)
+                return
+            self._tag_command(lib, args, options, pretend)
+
+    def _tag_command(self, lib: Library, args: list[str], options: tagging.TaggingOptions, pretend: bool) -> None:
         write = ui.should_write() and not pretend
         self.write_failures = 0
         if write:
             self.finish_pending_writes(lib)
         started = time.perf_counter()
         mode = RunMode(write=write, pretend=pretend, show=True)
-        with _quiet_decoders():
-            summaries = self._run_command(lib, args, options, mode)
+        try:
+            with _quiet_decoders():
+                summaries = self._run_command(lib, args, options, mode)
+        except KeyboardInterrupt:
+            # Ctrl-C: rows this run stored but did not write yet get their files now,
+            # so the library and the files agree once beet has exited.
+            self._finish_marked_rows("interrupted")
+            raise SystemExit(130) from None
         elapsed = time.perf_counter() - started
         track_summary = summaries[-1]
         n_classified = track_summary.classified
@@ -355,9 +324,36 @@ class MMGenrePlugin(BeetsPlugin):
             raise ui.UserError(f"mmgenre: {self.write_failures} file(s) could not be written; "
                                "their library rows were left as they were (see the warnings above)")
 
+    def _finish_marked_rows(self, why: str) -> None:
+        """Write the files of rows this process stored and marked but has not written
+        (after Ctrl-C; at exit after an interrupted import). Never raises."""
+        try:
+            written, failed = rows.finish_marked_here(write_file=self._write_file)
+        except KeyboardInterrupt:
+            self._log.warning("mmgenre: stopped again; the next `beet mmgenre` run writes the files of the "
+                              "tracks still marked unwritten")
+            return
+        except Exception as exc:  # the library is gone or locked: the marks stay for the next run
+            self._log.warning("mmgenre: {}: could not finish the tracks marked unwritten ({}); the next "
+                              "`beet mmgenre` run writes them", why, exc)
+            return
+        if written or failed:
+            self._log.info("mmgenre: {}; wrote the genres of {} track(s) the library already had to their "
+                           "files{}", why, written,
+                           f", {failed} could not be written and stay marked for the next run" if failed else "")
+
+    def _exit_hook_once(self) -> None:
+        """Finish this process's marked rows at exit: beets ends an import on Ctrl-C after
+        the tracks of a task are tagged but before their files are written."""
+        if not self._exit_hook:
+            import atexit
+
+            atexit.register(self._finish_marked_rows, "import interrupted")
+            self._exit_hook = True
+
     def _run_command(self, lib: Library, args: list[str], options: tagging.TaggingOptions,
                      mode: RunMode) -> list[Summary]:
-        if self.config["album"].get(bool):
+        if self.settings.album:
             run = Run(options, mode, Summary("track"), album_summary=Summary("album"))
             self.tag_albums(lib, list(lib.albums(args)), run)
             return [run.album_summary, run.summary]
@@ -393,8 +389,8 @@ class MMGenrePlugin(BeetsPlugin):
 
         from .filewrite import FileWriteError, write_genres
 
-        lyrics = item.get("lyrics", with_album=False) if self.config["store_lyrics"].get(bool) else None
-        if self.config["cache"].get(bool):
+        lyrics = item.get("lyrics", with_album=False) if self.settings.store_lyrics else None
+        if self.settings.cache:
             self._cache_before_write(item, item.path)
         try:
             # MP3s get the ID3 version beets writes (id3v23): 2.4 by default, whose
@@ -407,7 +403,7 @@ class MMGenrePlugin(BeetsPlugin):
                               display_text(item.path), exc)
             return False
         item.mtime = item.current_mtime()  # so `beet update` does not take our write for an outside change
-        if self.config["cache"].get(bool):
+        if self.settings.cache:
             self._cache_after_write(item, item.path)
         return True
 
@@ -425,7 +421,7 @@ class MMGenrePlugin(BeetsPlugin):
         clf = self.classifier
         use_lyrics = self._use_lyrics()
         genius = self.genius if use_lyrics else None
-        batch_size = max(1, self.config["batch_size"].get(int))
+        batch_size = self.settings.batch_size
         size = max(64, 4 * batch_size)
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
         queries = [[lyrics_chain.LyricsQuery.of(item) for item in part] for part in chunks] if use_lyrics else []
@@ -489,9 +485,12 @@ class MMGenrePlugin(BeetsPlugin):
         obj[prefix + "lyrics"] = bool(lyrics_used)
         obj[prefix + "model"] = model_id
 
-    def _show(self, obj: LibModel, progress: Progress | None) -> None:
+    def _show(self, obj: LibModel, old: LibModel | None, progress: Progress | None) -> None:
+        """Print ``obj``'s genre change against ``old`` (its state before the run; None: not shown)."""
+        if old is None or list(old.get("genres") or []) == list(obj.get("genres") or []):
+            return  # only genres are shown: nothing to print (and no query per item)
         with progress.paused() if progress is not None else contextlib.nullcontext():
-            ui.show_model_changes(obj, fields=list(SHOWN_FIELDS))
+            ui.show_model_changes(obj, old=old, fields=list(SHOWN_FIELDS))
 
     def _apply_item(self, done: _Classified, run: Run) -> tagging.Decision | None:
         """Decide and set one classified item's genres; returns the decision (None: failed)."""
@@ -514,14 +513,13 @@ class MMGenrePlugin(BeetsPlugin):
             summary.add(decision.status, decision.reason)
             return decision
         before = rows.snapshot_fields(item, ITEM_TRACKED_FIELDS)
+        old = item.copy() if mode.show else None  # the diff is shown once the change has happened
         self._set_fields(item, decision, done.lyrics_source != lyrics_chain.NONE, run.model_id)
-        if (done.lyrics_source == lyrics_chain.GENIUS and done.lyrics_text and self.config["store_lyrics"].get(bool)
+        if (done.lyrics_source == lyrics_chain.GENIUS and done.lyrics_text and self.settings.store_lyrics
                 and not item.get("lyrics", with_album=False)):
             item["lyrics"] = done.lyrics_text
-        # Only genres are shown, and unchanged ones show nothing: skip the diff (a query per item).
-        if mode.show and decision.genres != current:
-            self._show(item, progress)
         if mode.pretend:
+            self._show(item, old, progress)
             summary.add(decision.status, decision.reason)
             return decision
         changed_on_disk = decision.genres != current or "lyrics" in item._dirty
@@ -531,7 +529,9 @@ class MMGenrePlugin(BeetsPlugin):
                 self.write_failures += 1
                 summary.add("failed", SKIP_WRITE_FAILED)
                 return None
+            self._show(item, old, progress)
         else:
+            self._show(item, old, progress)
             if mode.mark_unwritten and changed_on_disk:
                 rows.commit_mark(item)
             if item._dirty:
@@ -554,6 +554,8 @@ class MMGenrePlugin(BeetsPlugin):
         run.open(lib, len(todo), self._log, self.classifier.model_id)
         try:
             for done in self.classify(todo, run.progress):
+                if _import_aborted():
+                    break
                 self._apply_item(done, run)
         finally:
             run.close()
@@ -600,6 +602,8 @@ class MMGenrePlugin(BeetsPlugin):
         results = self.classify(flat, run.progress)
         try:
             for album, items in groups:
+                if _import_aborted():
+                    break
                 done_items = [next(results) for _ in items]
                 for done in done_items:
                     self._apply_item(done, run)
@@ -624,9 +628,9 @@ class MMGenrePlugin(BeetsPlugin):
         log("album {}: {} -> {}", album, current, decision.genres)
         if not decision.touch:
             return
+        old = album.copy() if mode.show else None
         self._set_fields(album, decision, any(d.lyrics_source != lyrics_chain.NONE for d in ok), run.model_id)
-        if mode.show:
-            self._show(album, progress)
+        self._show(album, old, progress)
         if not mode.pretend and album._dirty:
             store.add(album)  # stored with inherit=False
 
@@ -646,12 +650,14 @@ class MMGenrePlugin(BeetsPlugin):
             self._log.error("{}; imports go on without genre tagging", exc)
             return
         summary = Summary("track")
-        from beets.importer import Action
-
-        # As-is imports (and imports with import.write off) are not written by beets: for
-        # those, write_imported writes mmgenre's genres, and the mark survives a crash.
-        beets_writes = bool(task.apply or task.choice_flag == Action.RETAG)
-        mode = RunMode(stage=True, mark_unwritten=config["import"]["write"].get(bool) and not beets_writes)
+        # The rows are marked unwritten until their files hold the genres: beets writes them
+        # (after_write clears the mark), or for as-is imports, which beets does not write,
+        # write_imported does. A mark outliving the import (Ctrl-C, a kill) is finished at
+        # exit or by the next `beet mmgenre` run.
+        writes = config["import"]["write"].get(bool)
+        if writes:
+            self._exit_hook_once()
+        mode = RunMode(stage=True, mark_unwritten=writes)
         try:
             with _quiet_decoders():
                 self._tag_task(session.lib, task, items, options, mode, summary)
@@ -673,8 +679,15 @@ class MMGenrePlugin(BeetsPlugin):
         else:
             self.tag_items(lib, items, Run(options, mode, summary))
 
+    def _beets_wrote(self, item: Item, path: bytes, **_: Any) -> None:
+        """beets wrote all of ``item``'s tags (an import that applies metadata): its genres
+        are in the file, so a mark mmgenre set on the row is done."""
+        if item.id is not None and item.get(PENDING, False, with_album=False):
+            rows.clear_mark(item)
+
     def write_imported(self, session: ImportSession, task: ImportTask) -> None:
-        """Write the genres of an as-is import's tracks, which beets does not write itself.
+        """Write the genres of an as-is import's tracks, which beets does not write itself
+        (and of any track beets failed to write).
 
         Only the genre tag is written (see filewrite). A file that cannot be written
         keeps its mark and is retried by the next ``beet mmgenre`` run.
@@ -686,6 +699,30 @@ class MMGenrePlugin(BeetsPlugin):
 
 
 
+
+
+@contextlib.contextmanager
+def _library_errors_as_user_errors() -> Iterator[None]:
+    """A library that cannot be written (a full disk, a lock held too long) is one line
+    and exit status 1, not a traceback. Nothing is lost: a row is stored before its file
+    is written, and a row that could not be stored leaves its file as it was."""
+    import sqlite3
+
+    from beets.dbcore.db import DBAccessError
+
+    try:
+        yield
+    except (sqlite3.OperationalError, DBAccessError) as exc:
+        raise ui.UserError(f"mmgenre: the library database cannot be written ({exc}); the run stopped, "
+                           "and every track is as before or tagged in both the library and its file") from exc
+
+
+def _import_aborted() -> bool:
+    """Whether the beets import this stage runs in was stopped (Ctrl-C): beets lets a
+    stage finish its task first, so the stage stops tagging the rest of it instead."""
+    import threading
+
+    return bool(getattr(threading.current_thread(), "abort_flag", False))
 
 
 def _quiet_decoders() -> Any:

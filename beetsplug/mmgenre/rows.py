@@ -5,6 +5,13 @@ writes the file, then clears the mark. A kill anywhere in between leaves a marke
 and the next run writes its file before anything else (:func:`pending_items`). A file
 that cannot be written puts the row back as it was. After Ctrl-C during a write, the
 file decides: new genres in it keep the row, old ones put it back.
+
+Ctrl-C elsewhere (between a row and its file; or during ``beet import``, whose pipeline
+stops before the files of rows already tagged are written) is settled before the
+process exits: :data:`MARKED_HERE` knows the rows this process marked and has not
+finished, and :func:`finish_marked_here` writes their files (the command calls it on
+the interrupt, an ``atexit`` hook after beets' own handling of Ctrl-C in an import).
+Only this process's rows: another run's marks are that run's to finish.
 """
 
 from __future__ import annotations
@@ -24,6 +31,24 @@ PENDING = "mmgenre_unwritten"
 _MISSING = object()
 
 
+class MarkedRows:
+    """The rows this process marked ``mmgenre_unwritten`` and has not finished yet."""
+
+    def __init__(self) -> None:
+        self.lib: Library | None = None
+        self.ids: set[int] = set()
+
+    def add(self, item: Item) -> None:
+        self.lib = item._db
+        self.ids.add(item.id)
+
+    def discard(self, item: Item) -> None:
+        self.ids.discard(item.id)
+
+
+MARKED_HERE = MarkedRows()
+
+
 def pending_items(lib: Library) -> list[Item]:
     """The tracks a killed or failed run left marked: their files still need the row's genres."""
     return [it for it in lib.items(f"{PENDING}:true") if it.get(PENDING, False, with_album=False)]
@@ -33,9 +58,36 @@ def finish_pending(item: Item, *, write_file: Callable[[Item], bool]) -> bool:
     """Write a marked row's genres to its file and clear the mark; False (mark kept) on failure."""
     if not write_file(item):
         return False
-    del item[PENDING]
-    item.store()
+    clear_mark(item)
     return True
+
+
+def clear_mark(item: Item) -> None:
+    """Remove the ``mmgenre_unwritten`` mark from the row (its file holds the row's genres)."""
+    if PENDING in item:
+        del item[PENDING]
+    item.store()
+    MARKED_HERE.discard(item)
+
+
+def finish_marked_here(*, write_file: Callable[[Item], bool]) -> tuple[int, int]:
+    """Write the files of the rows this process marked and did not finish (after an
+    interrupt); returns (written, still marked). Rows another process changed since
+    (no longer marked) are left alone."""
+    lib = MARKED_HERE.lib
+    if lib is None or not MARKED_HERE.ids:
+        return 0, 0
+    written = failed = 0
+    for item_id in sorted(MARKED_HERE.ids):
+        item = lib.get_item(item_id)
+        if item is None or not item.get(PENDING, False, with_album=False):
+            MARKED_HERE.ids.discard(item_id)
+            continue
+        if finish_pending(item, write_file=write_file):
+            written += 1
+        else:
+            failed += 1
+    return written, failed
 
 
 def commit_mark(item: Item) -> None:
@@ -47,8 +99,9 @@ def commit_mark(item: Item) -> None:
     mark is one atomic statement, so whatever is interrupted later is still marked.
     """
     item[PENDING] = True
+    MARKED_HERE.add(item)  # first: an interrupt after the commit must find it
     with item._db.transaction() as tx:
-        tx.mutate(f"INSERT INTO {item._flex_table} (entity_id, key, value) VALUES (?, ?, ?)",
+        tx.mutate(f"INSERT OR REPLACE INTO {item._flex_table} (entity_id, key, value) VALUES (?, ?, ?)",
                   (item.id, PENDING, types.BOOLEAN.to_sql(True)))
 
 
@@ -86,6 +139,7 @@ def settle_interrupted_write(item: Item, before: dict[str, Any]) -> None:
     else:
         restore_fields(item, before)
     item.store()
+    MARKED_HERE.discard(item)
 
 
 def store_and_write(item: Item, before: dict[str, Any], *, write_file: Callable[[Item], bool]) -> bool:
@@ -114,8 +168,9 @@ def store_and_write(item: Item, before: dict[str, Any], *, write_file: Callable[
     else:
         restore_fields(item, before)
     item.store()
+    MARKED_HERE.discard(item)
     return written
 
 
-__all__ = ["PENDING", "pending_items", "finish_pending", "commit_mark", "snapshot_fields", "restore_fields",
-           "settle_interrupted_write", "store_and_write"]
+__all__ = ["PENDING", "MARKED_HERE", "pending_items", "finish_pending", "finish_marked_here", "clear_mark",
+           "commit_mark", "snapshot_fields", "restore_fields", "settle_interrupted_write", "store_and_write"]
