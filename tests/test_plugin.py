@@ -19,6 +19,8 @@ import pytest
 from beets import ui
 from beets.test.helper import IOMixin, PluginTestHelper
 
+from beetsplug.mmgenre import GenreNames
+
 from .plugin_helpers import (ROOT, FakeClassifier, GeniusServer, MMGenrePluginMixin, genius_config, io,  # noqa: F401
                              lyrics_records, media, models, needs_data, read_genres, same_lyrics, set_lyrics,
                              truncated_mp3)
@@ -69,7 +71,7 @@ class TestCommand(PluginTest):
             assert item["mmgenre_confidence"] == pytest.approx(0.4, abs=1e-4)
             assert item["mmgenre_lyrics"] is False
             assert item["mmgenre_model"] == "tiny@1"
-            assert item["mmgenre_genres"] == ["Rock"]
+            assert GenreNames.split(item["mmgenre_genres"]) == ["Rock"]
             assert read_genres(item.path) == ["Rock"]
         assert "+ Rock" in out
         assert "4 tracks: 4 tagged, 0 unchanged, 0 skipped, 0 failed" in out
@@ -97,7 +99,7 @@ class TestCommand(PluginTest):
         item = self.add_track(self.media.mp3[0], genres=["Jazz"])
         self.run_command("mmgenre")
         item.load()
-        assert item.genres == ["Jazz", "Rock"] and item["mmgenre_genres"] == ["Rock"]
+        assert item.genres == ["Jazz", "Rock"] and GenreNames.split(item["mmgenre_genres"]) == ["Rock"]
         assert read_genres(item.path) == ["Jazz", "Rock"]
 
     def test_rerun_replaces_only_what_mmgenre_set(self):

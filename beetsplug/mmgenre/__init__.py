@@ -74,7 +74,41 @@ class Confidence(types.Float):
 
 
 CONFIDENCE = Confidence()
-GENRE_LIST = types.MULTI_VALUE_DSV
+
+
+class GenreNames(types.String):
+    """The genres mmgenre wrote (``mmgenre_genres``): several names in one string.
+
+    Not a beets list type: beets reads a deleted flexible field as None, and its diff
+    then fails on a list field (``beet modify 'mmgenre_genres!'`` ended in a TypeError).
+    The names are kept joined by beets' multi-value delimiter, as its list fields store
+    them (so rows written by earlier versions read the same), and shown joined by "; ".
+    """
+
+    SHOWN = "; "
+
+    def normalize(self, value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return types.MULTI_VALUE_DELIMITER.join(str(v) for v in value)
+        return "" if value is None else str(value)
+
+    def parse(self, string: str) -> str:  # what a user types: "Rock; Pop"
+        return self.normalize([name for name in string.split(self.SHOWN) if name] if string else [])
+
+    def format(self, value: Any) -> str:
+        return self.SHOWN.join(self.split(value))
+
+    @staticmethod
+    def split(value: Any) -> list[str]:
+        """The names in a stored value (or a list)."""
+        if isinstance(value, (list, tuple)):
+            return [str(v) for v in value if v]
+        if not value:
+            return []
+        return [name for name in str(value).split(types.MULTI_VALUE_DELIMITER) if name]
+
+
+GENRE_NAMES = GenreNames()
 
 
 ITEM_FIELD_TYPES: dict[str, types.Type] = {
@@ -82,7 +116,7 @@ ITEM_FIELD_TYPES: dict[str, types.Type] = {
     "mmgenre_confidence": CONFIDENCE,
     "mmgenre_lyrics": types.BOOLEAN,
     "mmgenre_model": types.STRING,
-    "mmgenre_genres": GENRE_LIST,
+    "mmgenre_genres": GENRE_NAMES,
     PENDING: types.BOOLEAN,
 }
 # Albums use their own names: beets lets an item query see its album's flexible
@@ -93,7 +127,7 @@ ALBUM_FIELD_TYPES: dict[str, types.Type] = {
     "mmgenre_album_confidence": CONFIDENCE,
     "mmgenre_album_lyrics": types.BOOLEAN,
     "mmgenre_album_model": types.STRING,
-    "mmgenre_album_genres": GENRE_LIST,
+    "mmgenre_album_genres": GENRE_NAMES,
 }
 #: Album fields of mmgenre before 0.4 (same names as the items'), moved on the next album run.
 LEGACY_ALBUM_FIELDS = ("mmgenre_genre", "mmgenre_confidence", "mmgenre_lyrics", "mmgenre_model", "mmgenre_genres")
@@ -330,15 +364,15 @@ class MMGenrePlugin(BeetsPlugin):
         try:
             written, failed = rows.finish_marked_here(write_file=self._write_file)
         except KeyboardInterrupt:
-            self._log.warning("mmgenre: stopped again; the next `beet mmgenre` run writes the files of the "
+            self._log.warning("stopped again; the next `beet mmgenre` run writes the files of the "
                               "tracks still marked unwritten")
             return
         except Exception as exc:  # the library is gone or locked: the marks stay for the next run
-            self._log.warning("mmgenre: {}: could not finish the tracks marked unwritten ({}); the next "
+            self._log.warning("{}: could not finish the tracks marked unwritten ({}); the next "
                               "`beet mmgenre` run writes them", why, exc)
             return
         if written or failed:
-            self._log.info("mmgenre: {}; wrote the genres of {} track(s) the library already had to their "
+            self._log.info("{}; wrote the genres of {} track(s) the library already had to their "
                            "files{}", why, written,
                            f", {failed} could not be written and stay marked for the next run" if failed else "")
 
@@ -464,9 +498,7 @@ class MMGenrePlugin(BeetsPlugin):
         else:
             current = obj.get("genres") or []
             ours = obj.get("mmgenre_album_genres") or obj.get("mmgenre_genres") or []  # or a legacy name
-        if isinstance(ours, str):
-            ours = GENRE_LIST.parse(ours)
-        return list(current), list(ours)
+        return list(current), GenreNames.split(ours)
 
     @staticmethod
     def _set_fields(obj: LibModel, decision: tagging.Decision, lyrics_used: bool, model_id: str) -> None:

@@ -86,7 +86,7 @@ def run_learn(plugin: Any, lib: "Library", query: list[str], *, pretend: bool) -
     ui.print_(f"mmgenre --learn: {len(present)} tagged tracks" + (f" ({missing} without a file, skipped)"
                                                                    if missing else ""))
     if left_out:
-        plugin._log.warning("mmgenre --learn: {}", left_out)
+        plugin._log.warning("--learn: {}", left_out)
     progress = Progress(len(present), plugin._log)
     tracks, failed = [], 0
     try:
