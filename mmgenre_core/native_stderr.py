@@ -54,6 +54,30 @@ def _forward(read_fd: int, out_fd: int, dropped: list[int]) -> None:
         os.write(out_fd, pending)
 
 
+#: While the filter runs: a descriptor of the real stderr (descriptor 2 is then a pipe).
+_REAL_STDERR_FD: int | None = None
+
+
+def stderr_is_terminal() -> bool:
+    """Whether what is written to stderr reaches a terminal, also while the filter runs
+    (``sys.stderr.isatty()`` is then False: descriptor 2 is the filter's pipe, and a
+    progress bar meant for a terminal never showed)."""
+    fd = _REAL_STDERR_FD
+    try:
+        return os.isatty(fd) if fd is not None else bool(sys.stderr.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def stderr_columns() -> int | None:
+    """The width of the terminal stderr reaches (None: not a terminal)."""
+    fd = _REAL_STDERR_FD if _REAL_STDERR_FD is not None else 2
+    try:
+        return os.get_terminal_size(fd).columns
+    except (OSError, ValueError):
+        return None
+
+
 @contextlib.contextmanager
 def filtered_native_stderr() -> Iterator[None]:
     """During the block, decoder warnings written to descriptor 2 are dropped.
@@ -76,9 +100,12 @@ def filtered_native_stderr() -> Iterator[None]:
     thread = threading.Thread(target=_forward, args=(read_fd, saved, dropped), name="mmgenre-stderr", daemon=True)
     thread.start()
     filtered_native_stderr._active = True  # type: ignore[attr-defined]
+    global _REAL_STDERR_FD
+    _REAL_STDERR_FD = saved
     try:
         yield
     finally:
+        _REAL_STDERR_FD = None
         filtered_native_stderr._active = False  # type: ignore[attr-defined]
         with contextlib.suppress(Exception):
             sys.stderr.flush()
@@ -90,4 +117,4 @@ def filtered_native_stderr() -> Iterator[None]:
             log.debug("%d decoder warning(s) (libmpg123) not shown", dropped[0])
 
 
-__all__ = ["NATIVE_NOISE", "filtered_native_stderr"]
+__all__ = ["NATIVE_NOISE", "filtered_native_stderr", "stderr_is_terminal", "stderr_columns"]

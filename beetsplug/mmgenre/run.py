@@ -34,11 +34,14 @@ class Progress:
         self.started = time.perf_counter()
         self._last_report = self.started
         self.bar = None
-        if enabled and total > 1 and _is_terminal(sys.stderr):
+        from mmgenre_core.native_stderr import stderr_columns, stderr_is_terminal
+
+        # The run's stderr may be the decoder-noise filter's pipe: ask where it really goes.
+        if enabled and total > 1 and stderr_is_terminal():
             try:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, unit=unit, desc="mmgenre", file=sys.stderr, dynamic_ncols=True,
+                self.bar = tqdm(total=total, unit=unit, desc="mmgenre", file=sys.stderr, ncols=stderr_columns(),
                                 leave=False, smoothing=0.1)
             except ImportError:  # pragma: no cover - tqdm is a dependency
                 self.bar = None
@@ -74,13 +77,6 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def _is_terminal(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
 
 
 class Summary:
