@@ -16,6 +16,8 @@ Only this process's rows: another run's marks are that run's to finish.
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -73,21 +75,52 @@ def clear_mark(item: Item) -> None:
 def finish_marked_here(*, write_file: Callable[[Item], bool]) -> tuple[int, int]:
     """Write the files of the rows this process marked and did not finish (after an
     interrupt); returns (written, still marked). Rows another process changed since
-    (no longer marked) are left alone."""
+    (no longer marked) are left alone.
+
+    Works on a second handle on the library: the interrupt may have struck inside one of
+    beets' transactions and left its lock taken for good (see :func:`_second_handle`).
+    """
     lib = MARKED_HERE.lib
     if lib is None or not MARKED_HERE.ids:
         return 0, 0
+    fresh = _second_handle(lib)
     written = failed = 0
-    for item_id in sorted(MARKED_HERE.ids):
-        item = lib.get_item(item_id)
-        if item is None or not item.get(PENDING, False, with_album=False):
-            MARKED_HERE.ids.discard(item_id)
-            continue
-        if finish_pending(item, write_file=write_file):
-            written += 1
-        else:
-            failed += 1
+    try:
+        for item_id in sorted(MARKED_HERE.ids):
+            item = fresh.get_item(item_id)
+            if item is None or not item.get(PENDING, False, with_album=False):
+                continue
+            if finish_pending(item, write_file=write_file):
+                written += 1
+            else:
+                failed += 1
+    finally:
+        MARKED_HERE.ids.clear()
+        if fresh is not lib:
+            fresh._close()
     return written, failed
+
+
+def _second_handle(lib: Library) -> Library:
+    """A new :class:`Library` on ``lib``'s database file, after rolling back whatever
+    transaction an interrupt left open on ``lib``'s connection.
+
+    beets' ``Transaction.__exit__`` commits and then releases a non-reentrant lock; Ctrl-C
+    between the two (or between its ``__enter__``'s acquire and return) leaves that lock
+    held with no one to release it, and any later transaction on ``lib`` waits forever.
+    An uncommitted transaction is rolled back, as closing the process would.
+    """
+    from beets.library import Library
+
+    if os.fsdecode(lib.path) == ":memory:":  # no file to open twice (tests)
+        return lib
+    try:
+        connection = lib._connection()
+        if connection.in_transaction:
+            connection.rollback()
+    except sqlite3.Error:
+        pass
+    return Library(lib.path, os.fsdecode(lib.directory), set_music_dir=False)
 
 
 def commit_mark(item: Item) -> None:
