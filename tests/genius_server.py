@@ -56,7 +56,9 @@ class GeniusServer:
     song page is a 500 error page); "trickle" (every answer one small chunk per
     ``delay`` seconds); "huge_page" (search works, the page is ``huge_bytes`` long);
     "huge_json" (the search answer is ``huge_bytes`` long); "invalid_json" (the
-    search answer is not JSON).
+    search answer is not JSON); "br_flood" (search works, the page is 7.6 MB of
+    400,000 ``<br/>`` lines) and "deep_nesting" (200,000 nested tags), the two pages
+    that kept lyricsgenius' parser busy for minutes.
     """
 
     def __init__(self) -> None:
@@ -219,6 +221,12 @@ class GeniusServer:
             if parsed.path == song.path:
                 if self.mode == "page_error":
                     self._send(handler, 500, "<html><body>Oops</body></html>", "text/html")
+                elif self.mode == "br_flood":
+                    self._send(handler, 200, '<html><body><div data-lyrics-container="true">'
+                               + "word word word<br/>" * 400_000 + "</div></body></html>", "text/html")
+                elif self.mode == "deep_nesting":
+                    self._send(handler, 200, '<html><body><div data-lyrics-container="true">' + "<div><b>" * 200_000
+                               + "deep words here" + "</b></div>" * 200_000 + "</div></body></html>", "text/html")
                 elif self.mode == "huge_page":
                     self._send_huge(handler, self._page(song).encode("utf-8")[:-len(b"</div></body></html>")],
                                     b"<p>la la</p>", "text/html; charset=utf-8")

@@ -420,10 +420,10 @@ def test_killed_run_leaves_rows_and_files_in_step(tmp_path, default_model, sig, 
     out = proc.communicate(timeout=60)[0].decode(errors="replace")
     assert time.monotonic() - started < 15, "the run took too long to stop"
     if sig == signal.SIGINT:
-        # Ctrl-C: every row agrees with its file, or is marked for the next run to finish
-        # (an interrupt between the row's two commits).
-        assert "Traceback" not in out, out
-        assert [line for line in rows_agree_with_files(tmp_path) if not line.endswith("marked True")] == []
+        # Ctrl-C: the run writes the files of the rows it stored, then exits 130: every
+        # row agrees with its file and no mark is left.
+        assert "Traceback" not in out and proc.returncode == 130, out
+        assert rows_agree_with_files(tmp_path) == []
     rerun = beet(env, "mmgenre")
     out = rerun.communicate(timeout=600)[0].decode(errors="replace")
     assert rerun.returncode == 0, out
