@@ -37,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     "keep_existing": False,
     "genre_map": {},
     "whitelist": [],
+    "vocabulary": "fma",
+    "title_case": True,
+    "fallback": None,
     "lyrics": True,
     "store_lyrics": False,
     "genius_token": None,
@@ -51,7 +54,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 #: Command-line spellings named next to an option in messages.
-FLAGS = {"learn_min_tracks": "--min-tracks", "force": "-f", "keep_existing": "-k", "pretend": "-p"}
+FLAGS = {"learn_min_tracks": "--min-tracks", "force": "-f/-F", "keep_existing": "-k/-K", "pretend": "-p",
+         "album": "-a/-A"}
 
 MAX_BATCH_SIZE = 1024
 MAX_THREADS = 256
@@ -83,6 +87,9 @@ class Settings:
     keep_existing: bool = False
     genre_map: Mapping[str, str | None] = field(default_factory=dict)
     whitelist: tuple[str, ...] = ()
+    vocabulary: str = "fma"
+    title_case: bool = True
+    fallback: str | None = None
     lyrics: bool = True
     store_lyrics: bool = False
     genius_token: str | None = None
@@ -187,6 +194,13 @@ def _genre_map(value: Any, view: Any) -> dict[str, str | None]:
 def _whitelist(value: Any, view: Any) -> tuple[str, ...]:
     if value is None or value is False:
         return ()
+    if value is True:  # lastgenre's meaning: its own list, from the installed beets
+        from .vocabulary import VocabularyError, lastgenre_whitelist
+
+        try:
+            return tuple(sorted(lastgenre_whitelist()))
+        except VocabularyError as exc:
+            raise BadValue(str(exc)) from None
     if isinstance(value, str):
         if looks_like_path(value):
             return _whitelist_file(os.path.expanduser(value.strip()))
@@ -220,6 +234,26 @@ def _whitelist_file(path: str) -> tuple[str, ...]:
     if not names:
         raise BadValue(f"the file {path} names no genre")
     return names
+
+
+def _vocabulary(value: Any, view: Any) -> str:
+    from .vocabulary import VOCABULARIES, VocabularyError, lastgenre_whitelist
+
+    if not isinstance(value, str) or value.strip().lower() not in VOCABULARIES:
+        raise BadValue(f"must be {' or '.join(VOCABULARIES)}, not {_shown(value)}")
+    value = value.strip().lower()
+    if value == "lastgenre":
+        try:
+            lastgenre_whitelist()
+        except VocabularyError as exc:
+            raise BadValue(str(exc)) from None
+    return value
+
+
+def _fallback(value: Any, view: Any) -> str | None:
+    if value is None or value is False or (isinstance(value, str) and not value.strip()):
+        return None
+    return check_genre_name(value, "the fallback")
 
 
 def _token(value: Any, view: Any) -> str | None:
@@ -263,6 +297,9 @@ PARSERS: dict[str, Callable[[Any, Any], Any]] = {
     "keep_existing": _flag,
     "genre_map": _genre_map,
     "whitelist": _whitelist,
+    "vocabulary": _vocabulary,
+    "title_case": _flag,
+    "fallback": _fallback,
     "lyrics": _flag,
     "store_lyrics": _flag,
     "genius_token": _token,

@@ -63,6 +63,8 @@ class TaggingOptions:
     whitelist: frozenset[str] = frozenset()
     force: bool = False
     keep_existing: bool = False
+    #: lastgenre's ``fallback``: the genre written when none is confident enough (or allowed).
+    fallback: str | None = None
 
     def __post_init__(self) -> None:
         if int(self.count) < 1:
@@ -177,7 +179,8 @@ def decide(current: Sequence[str], previously_added: Sequence[str], ranked: Sequ
     * No ``force`` nor ``keep_existing`` and user genres present: skipped, untouched.
     * ``keep_existing``: the user's genres first, then the new ones not already there.
     * ``force``: the new genres replace the old ones.
-    * Nothing confident enough (or allowed): skipped, untouched. A run that reports a
+    * Nothing confident enough (or allowed): the ``fallback`` genre when one is set, else
+      skipped, untouched. A run that reports a
       track as skipped leaves it exactly as it was (genres, its earlier mmgenre guess
       and the ``mmgenre_*`` fields that describe it stay in step).
     * The same genres as now: unchanged, and untouched too (the ``mmgenre_*`` fields
@@ -190,6 +193,8 @@ def decide(current: Sequence[str], previously_added: Sequence[str], ranked: Sequ
         return Decision(SKIPPED, current, list(previously_added or ()), SKIP_HAS_GENRES, touch=False, top=top)
     mine = user_genres(current, previously_added)
     chosen = [g for g, _ in select_genres(ranked, options)]
+    if not chosen and options.fallback:
+        chosen = [options.fallback]
     if not chosen:
         reason = SKIP_LOW_CONFIDENCE if ranked else SKIP_NOT_ALLOWED
         return Decision(SKIPPED, current, list(previously_added or ()), reason, touch=False, top=top)
