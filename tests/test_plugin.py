@@ -483,8 +483,30 @@ class TestAlbumMode(PluginTest):
         album.load()
         assert album.genres == ["Rock"]  # mean: Rock 0.63 > Pop 0.37, though two tracks of three say Pop
         assert album["mmgenre_album_confidence"] == pytest.approx(1.9 / 3, abs=1e-3)
-        assert [self.lib.get_item(i.id).genres for i in items] == [["Pop"], ["Pop"], ["Rock"]]
+        # lastgenre's -a: the album's genre goes down to its tracks
+        assert [self.lib.get_item(i.id).genres for i in items] == [["Rock"], ["Rock"], ["Rock"]]
+        assert self.lib.get_item(items[0].id)["mmgenre_confidence"] == pytest.approx(1.9 / 3, abs=1e-3)
         assert len(fake.calls) == 1 and len(fake.calls[0]["paths"]) == 3  # one batched call
+
+    def test_force_writes_the_album_genre_down_to_every_track(self):
+        album, items = self.make_album(genres_of_third=["Jazz"])
+        self.run_command("mmgenre", "-a", "-f")
+        assert [self.lib.get_item(i.id).genres for i in items] == [["Rock"]] * 3
+        assert read_genres(items[2].path) == ["Rock"]
+
+    def test_items_is_the_default_and_leaves_albums_alone(self):
+        album, items = self.make_album()
+        names = [Path(os.fsdecode(i.path)).stem for i in items]
+        self.mmgenre.__dict__["classifier"] = FakeClassifier({
+            names[0]: {"Classical": 0.0, "Electronic": 0.0, "Pop": 0.55, "Rock": 0.45},
+            names[1]: {"Classical": 0.0, "Electronic": 0.0, "Pop": 0.0, "Rock": 1.0},
+            names[2]: {"Classical": 0.9, "Electronic": 0.0, "Pop": 0.0, "Rock": 0.1},
+        })
+        for flags in ([], ["-A"], ["--items"]):
+            self.run_command("mmgenre", "-f", *flags)
+            album.load()
+            assert album.genres == [] and "mmgenre_album_model" not in album
+            assert [self.lib.get_item(i.id).genres for i in items] == [["Pop"], ["Rock"], ["Classical"]]
 
     def test_user_album_genre_kept_tracks_still_tagged(self):
         album, items = self.make_album()

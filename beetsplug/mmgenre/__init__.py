@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -211,11 +211,15 @@ class MMGenrePlugin(BeetsPlugin):
 
     def tagging_options(self) -> tagging.TaggingOptions:
         """The genre rules from the configuration (raises ui.UserError when invalid)."""
+        from .vocabulary import VocabularyError, apply_vocabulary
+
         s = self.checked_settings()
         try:
-            return tagging.TaggingOptions(count=s.count, min_confidence=s.min_confidence, genre_map=s.genre_map,
-                                          whitelist=s.whitelist, force=s.force, keep_existing=s.keep_existing)
-        except ValueError as exc:  # pragma: no cover - read_settings checked every value
+            genre_map = apply_vocabulary(s.genre_map, s.vocabulary, title_case=s.title_case)
+            return tagging.TaggingOptions(count=s.count, min_confidence=s.min_confidence, genre_map=genre_map,
+                                          whitelist=s.whitelist, force=s.force, keep_existing=s.keep_existing,
+                                          fallback=s.fallback)
+        except (ValueError, VocabularyError) as exc:  # pragma: no cover - read_settings checked every value
             raise ui.UserError(f"mmgenre: invalid configuration: {exc}") from exc
 
     @cached_property
@@ -235,9 +239,36 @@ class MMGenrePlugin(BeetsPlugin):
             clf = GenreClassifier.load(s.model, device=s.device, feature_cache=self._feature_cache())
         except MMGenreError as exc:
             raise ui.UserError(f"mmgenre: cannot load the model: {exc}") from exc
+        self.load_seconds = time.perf_counter() - self._started
         self._log.debug("model {} on {} ({} genres), loaded in {:.2f} s", clf.model_id, clf.device, len(clf.genres),
-                        time.perf_counter() - self._started)
+                        self.load_seconds)
+        self._warn_about_unknown_names(clf.genres)
         return clf
+
+    def _warn_about_unknown_names(self, model_genres: Sequence[str]) -> None:
+        """Warn about names in ``genre_map`` and ``whitelist`` the model can never produce
+        (a whitelist of Folk and Spoken for a model without them tags nothing, silently)."""
+        from mmgenre_core.genre_map import genre_key, map_genre
+
+        from .vocabulary import VocabularyError, apply_vocabulary
+
+        s = self.settings
+        known = {genre_key(g) for g in model_genres}
+        unknown_sources = [g for g in s.genre_map if genre_key(g) not in known]
+        if unknown_sources:
+            self._log.warning("genre_map names {}, which the model never answers (its genres: {})",
+                              ", ".join(unknown_sources), ", ".join(model_genres))
+        if not s.whitelist or self.config["whitelist"].get() is True:
+            return  # none, or lastgenre's whole list: most of it is beyond any model
+        try:
+            genre_map = tagging.parse_genre_map(apply_vocabulary(s.genre_map, s.vocabulary, title_case=s.title_case))
+        except (ValueError, VocabularyError):
+            return
+        reachable = {genre_key(name) for g in model_genres if (name := map_genre(g, genre_map)) is not None}
+        unreachable = [g for g in s.whitelist if genre_key(g) not in reachable]
+        if unreachable:
+            self._log.warning("the whitelist names {}, which the model (after genre_map) never answers",
+                              ", ".join(unreachable))
 
     def _feature_cache(self) -> Any:
         """The feature cache (``cache``, ``cache_path``), shared with ``mmgenre predict``; None when off."""
@@ -295,18 +326,23 @@ class MMGenrePlugin(BeetsPlugin):
     def commands(self) -> list[ui.Subcommand]:
         cmd = ui.Subcommand("mmgenre", help="tag genres from the audio and lyrics")
         cmd.parser.usage = "%prog [options] [QUERY]"
+        # The options lastgenre has, with lastgenre's letters and meaning (see commands_match_lastgenre
+        # in the tests); the default is -A: mmgenre hears each track.
+        cmd.parser.add_option("-p", "--pretend", dest="pretend", action="store_true", default=None,
+                              help="show what would change, change nothing")
         cmd.parser.add_option("-f", "--force", dest="force", action="store_true", default=None,
                               help="replace genres the tracks already have")
-        cmd.parser.add_option("--no-force", dest="force", action="store_false",
+        cmd.parser.add_option("-F", "--no-force", dest="force", action="store_false",
                               help="keep genres the tracks already have (undoes force: yes)")
         cmd.parser.add_option("-k", "--keep-existing", dest="keep_existing", action="store_true", default=None,
                               help="add the new genres to the existing ones")
-        cmd.parser.add_option("--no-keep-existing", dest="keep_existing", action="store_false",
+        cmd.parser.add_option("-K", "--no-keep-existing", dest="keep_existing", action="store_false",
                               help="replace, do not add to, existing genres (undoes keep_existing: yes)")
-        cmd.parser.add_option("-p", "--pretend", dest="pretend", action="store_true", default=None,
-                              help="show what would change, change nothing")
-        cmd.parser.add_option("-a", "--album", dest="album", action="store_true", default=None,
-                              help="tag albums (from their tracks) as well as their tracks")
+        cmd.parser.add_option("-A", "--items", dest="album", action="store_false", default=None,
+                              help="tag tracks, each from its own audio and lyrics (the default)")
+        cmd.parser.add_option("-a", "--albums", "--album", dest="album", action="store_true",
+                              help="tag albums from their tracks' combined probabilities, and the tracks that "
+                                   "have no genre of their own (all of them with -f) with the album's genres")
         cmd.parser.add_option("--no-lyrics", dest="lyrics", action="store_false", default=None,
                               help="classify from the audio alone")
         cmd.parser.add_option("--no-cache", dest="cache", action="store_false", default=None,
@@ -338,22 +374,30 @@ class MMGenrePlugin(BeetsPlugin):
         self.write_failures = 0
         if write:
             self.finish_pending_writes(lib)
-        started = time.perf_counter()
         mode = RunMode(write=write, pretend=pretend, show=True)
         try:
             with _quiet_decoders():
-                summaries = self._run_command(lib, args, options, mode)
+                run = self._run_command(lib, args, options, mode)
         except KeyboardInterrupt:
             # Ctrl-C: rows this run stored but did not write yet get their files now,
             # so the library and the files agree once beet has exited.
             self._finish_marked_rows("interrupted")
             raise SystemExit(130) from None
-        elapsed = time.perf_counter() - started
-        track_summary = summaries[-1]
-        n_classified = track_summary.classified
-        rate = f" in {elapsed:.1f} s ({n_classified / max(elapsed, 1e-9):.1f} tracks/s)" if n_classified else ""
+        summaries = [s for s in (run.album_summary, run.summary) if s is not None]
+        n_classified = run.summary.classified
+        rate = ""
+        if n_classified and run.progress is not None:
+            # From the first track on: the model's load is its own figure, not part of the rate.
+            elapsed = run.progress.elapsed
+            rate = f" in {elapsed:.1f} s ({n_classified / max(elapsed, 1e-9):.1f} tracks/s"
+            load = vars(self).get("load_seconds")
+            rate += f"; model loaded in {load:.1f} s)" if load is not None else ")"
         prefix = "mmgenre (pretend)" if pretend else "mmgenre"
         ui.print_(f"{prefix}: " + "; ".join(s.describe(pretend=pretend) for s in summaries) + rate)
+        genius = vars(self).get("genius")  # only if this run made one
+        if genius is not None and genius.token_rejected:
+            ui.print_(f"{prefix}: Genius rejected genius_token ({genius.disabled_reason}); no lyrics came from "
+                      "Genius in this run: set a valid client access token (https://genius.com/api-clients)")
         if self.write_failures:
             raise ui.UserError(f"mmgenre: {self.write_failures} file(s) could not be written; "
                                "their library rows were left as they were (see the warnings above)")
@@ -386,14 +430,14 @@ class MMGenrePlugin(BeetsPlugin):
             self._exit_hook = True
 
     def _run_command(self, lib: Library, args: list[str], options: tagging.TaggingOptions,
-                     mode: RunMode) -> list[Summary]:
+                     mode: RunMode) -> Run:
         if self.settings.album:
             run = Run(options, mode, Summary("track"), album_summary=Summary("album"))
             self.tag_albums(lib, list(lib.albums(args)), run)
-            return [run.album_summary, run.summary]
-        run = Run(options, mode, Summary("track"))
-        self.tag_items(lib, list(lib.items(args)), run)
-        return [run.summary]
+        else:
+            run = Run(options, mode, Summary("track"))
+            self.tag_items(lib, list(lib.items(args)), run)
+        return run
 
     # ------------------------------------------------------------- file writes
     def finish_pending_writes(self, lib: Library) -> None:
@@ -524,8 +568,12 @@ class MMGenrePlugin(BeetsPlugin):
         with progress.paused() if progress is not None else contextlib.nullcontext():
             ui.show_model_changes(obj, old=old, fields=list(SHOWN_FIELDS))
 
-    def _apply_item(self, done: _Classified, run: Run) -> tagging.Decision | None:
-        """Decide and set one classified item's genres; returns the decision (None: failed)."""
+    def _apply_item(self, done: _Classified, run: Run, *,
+                    probabilities: Mapping[str, float] | None = None) -> tagging.Decision | None:
+        """Decide and set one classified item's genres; returns the decision (None: failed).
+
+        ``probabilities``: decide from these (its album's, with ``-a``) instead of the track's own.
+        """
         options, mode, summary, progress, store = run.options, run.mode, run.summary, run.progress, run.store
         item = done.item
         summary.classified += 1
@@ -535,9 +583,10 @@ class MMGenrePlugin(BeetsPlugin):
             summary.add("failed", "could not be decoded")
             return None
         current, ours = self._previous(item)
-        ranked = tagging.rank_genres(done.prediction.probabilities, options)
+        probs = probabilities if probabilities is not None else done.prediction.probabilities
+        ranked = tagging.rank_genres(probs, options)
         decision = tagging.decide(current, ours, ranked, options)
-        top = f"{decision.top[0]} ({decision.top[1]:.2f})" if decision.top else "-"
+        top = f"{decision.top[0]} ({_shown_confidence(decision.top[1])})" if decision.top else "-"
         log = self._log.info if mode.stage else self._log.debug
         log("{}: {} -> {} [best: {}, lyrics: {}]", item, current, decision.genres, top,
             done.lyrics_source)
@@ -603,11 +652,14 @@ class MMGenrePlugin(BeetsPlugin):
         return None
 
     def tag_albums(self, lib: Library, albums: Sequence[Album], run: Run, *,
-                   album_items: Sequence[Sequence[Item]] | None = None) -> None:
-        """Tag albums from their tracks' combined probabilities, and the tracks themselves.
+                   album_items: Sequence[Sequence[Item]] | None = None, tracks_from_album: bool = True) -> None:
+        """Tag albums from their tracks' combined probabilities, and their tracks.
 
-        The album is stored without inheritance, so its genres never overwrite
-        the tracks' own.
+        ``tracks_from_album`` (``-a``, lastgenre's way): each track is decided from its
+        album's probabilities, so the album's genres go down to the tracks that have none
+        of their own (all of them with ``force``). Otherwise (an import) each track is
+        decided from its own. The album is stored without inheritance either way, so its
+        genres never overwrite the tracks' own.
         """
         options, album_summary, track_summary = run.options, run.album_summary, run.summary
         assert album_summary is not None
@@ -637,20 +689,27 @@ class MMGenrePlugin(BeetsPlugin):
                 if _import_aborted():
                     break
                 done_items = [next(results) for _ in items]
-                for done in done_items:
-                    self._apply_item(done, run)
-                self._apply_album(album, done_items, run)
+                if tracks_from_album:
+                    album_probs = self._apply_album(album, done_items, run)
+                    for done in done_items:
+                        self._apply_item(done, run, probabilities=album_probs if done.ok else None)
+                else:
+                    for done in done_items:
+                        self._apply_item(done, run)
+                    self._apply_album(album, done_items, run)
         finally:
             run.close()
 
-    def _apply_album(self, album: Album, done_items: Sequence[_Classified], run: Run) -> None:
+    def _apply_album(self, album: Album, done_items: Sequence[_Classified], run: Run) -> dict[str, float] | None:
+        """Decide and set the album's genres; returns its combined probabilities (None: no
+        track could be decoded)."""
         options, mode, summary, progress, store = run.options, run.mode, run.album_summary, run.progress, run.store
         assert summary is not None and store is not None
         ok = [d for d in done_items if d.ok]
         if not ok:
             self._log.warning("cannot classify album {}: none of its tracks could be decoded", album)
             summary.add("failed", "no track could be decoded")
-            return
+            return None
         probs = tagging.combine_probabilities([d.prediction.probabilities for d in ok],
                                               [d.item.get("length") or 0.0 for d in ok])
         current, ours = self._previous(album)
@@ -659,12 +718,13 @@ class MMGenrePlugin(BeetsPlugin):
         log = self._log.info if mode.stage else self._log.debug
         log("album {}: {} -> {}", album, current, decision.genres)
         if not decision.touch:
-            return
+            return probs
         old = album.copy() if mode.show else None
         self._set_fields(album, decision, any(d.lyrics_source != lyrics_chain.NONE for d in ok), run.model_id)
         self._show(album, old, progress)
         if not mode.pretend and album._dirty:
             store.add(album)  # stored with inherit=False
+        return probs
 
     # ------------------------------------------------------------------ import
     def imported(self, session: ImportSession, task: ImportTask) -> None:
@@ -707,7 +767,7 @@ class MMGenrePlugin(BeetsPlugin):
         album = getattr(task, "album", None) if task.is_album else None
         if album is not None:
             self.tag_albums(lib, [album], Run(options, mode, summary, album_summary=Summary("album")),
-                            album_items=[items])
+                            album_items=[items], tracks_from_album=False)
         else:
             self.tag_items(lib, items, Run(options, mode, summary))
 
@@ -747,6 +807,14 @@ def _library_errors_as_user_errors() -> Iterator[None]:
     except (sqlite3.OperationalError, DBAccessError) as exc:
         raise ui.UserError(f"mmgenre: the library database cannot be written ({exc}); the run stopped, "
                            "and every track is as before or tagged in both the library and its file") from exc
+
+
+def _shown_confidence(value: float) -> str:
+    """A confidence for the log, rounded down: 0.2994 against min_confidence 0.3 shows
+    as 0.299, not as a 0.30 that looks like it passed."""
+    import math
+
+    return f"{math.floor(value * 1000) / 1000:.3f}"
 
 
 def _import_aborted() -> bool:
