@@ -209,9 +209,13 @@ def _add_cache_option(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmgenre", description="Music genre tagging from audio and lyrics.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and timing")
+    # -v also after the subcommand (`mmgenre predict -v ...`), as users type it.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log progress and timing")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("predict", help="classify audio files or folders (searched recursively)")
+    p = sub.add_parser("predict", parents=[verbose], help="classify audio files or folders (searched recursively)")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--model", metavar="PATH", help="checkpoint (default: the model shipped with mmgenre)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -230,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a file is the same file by path + size + mtime (default) or by a hash of its bytes")
     p.set_defaults(func=_cmd_predict)
 
-    c = sub.add_parser("cache", help="the feature cache: stats, prune (changed or deleted files), clear")
+    c = sub.add_parser("cache", parents=[verbose], help="the feature cache: stats, prune (changed or deleted files), "
+                       "clear")
     c.add_argument("action", choices=["stats", "prune", "clear"])
     _add_cache_option(c)
     c.add_argument("--quick", action="store_true", help="stats: do not check whether the files still match")
@@ -239,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", metavar="PATH", help="prune --other-backbones: the model whose features to keep")
     c.set_defaults(func=_cmd_cache)
 
-    i = sub.add_parser("info", help="show a model's genres, sizes and model card")
+    i = sub.add_parser("info", parents=[verbose], help="show a model's genres, sizes and model card")
     i.add_argument("--model", metavar="PATH")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_cmd_info)

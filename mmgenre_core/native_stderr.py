@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 NATIVE_NOISE = re.compile(
     rb"^(?:\[[^\]]*(?:libmpg123|mpg123)[^\]]*\].*"
     rb"|(?:Warning|Note): (?:Xing stream size|Illegal Audio-MPEG-Header|Trying to resync|Skipped \d+ bytes"
-    rb"|Encountered more data|Big change|Junk at the beginning|Cannot determine).*"
+    rb"|Encountered more data|Big change|Junk at the beginning|Cannot determine|Hit end of).*"
     rb"|Big change \(MPEG version, layer, rate\).*)\r?\n?$"
 )
 

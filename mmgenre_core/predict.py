@@ -369,9 +369,14 @@ class GenreClassifier:
     def predict(self, paths: Iterable[str | os.PathLike], **options: Any) -> list[TrackPrediction]:
         """Classify audio files; one :class:`TrackPrediction` per path, in order.
 
-        Takes the keyword-only options of :meth:`iter_predict`.
+        Takes the keyword-only options of :meth:`iter_predict`. The C decoders' own
+        warnings (libmpg123's "Note: Hit end of (available) data during resync.") are
+        kept off stderr meanwhile, as in ``mmgenre predict`` (see :mod:`.native_stderr`).
         """
-        return list(self.iter_predict(paths, **options))
+        from .native_stderr import filtered_native_stderr
+
+        with filtered_native_stderr():
+            return list(self.iter_predict(paths, **options))
 
     def iter_predict(
         self,
