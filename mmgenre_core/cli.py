@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from .bounded_read import human_bytes
+
 log = logging.getLogger("mmgenre")
 
 
@@ -99,14 +101,6 @@ def _open_cache(args: argparse.Namespace) -> Any:
     return FeatureCache(args.cache or default_cache_path(), identity=getattr(args, "cache_identity", "stat"))
 
 
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 def _cmd_cache(args: argparse.Namespace) -> int:
     from .feature_cache import FeatureCache, default_cache_path
 
@@ -123,7 +117,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         if args.action == "stats":
             st = cache.stats(check_files=not args.quick)
             print(f"feature cache: {display_text(st.path)}")
-            print(f"size:          {_human_bytes(st.bytes_on_disk)}")
+            print(f"size:          {human_bytes(st.bytes_on_disk)}")
             print(f"entries:       {st.entries}" + ("" if st.stale is None else
                                                      f" ({st.stale} of files since changed or gone)"))
             for backbone, (n, windows) in sorted(st.backbones.items()):
@@ -136,10 +130,10 @@ def _cmd_cache(args: argparse.Namespace) -> int:
                 keep = [GenreClassifier.load(args.model, device="cpu").backbone_id]
             before = cache.bytes_on_disk()
             removed = cache.prune(keep_backbones=keep)
-            print(f"pruned {removed} entries; {_human_bytes(before)} -> {_human_bytes(cache.bytes_on_disk())}")
+            print(f"pruned {removed} entries; {human_bytes(before)} -> {human_bytes(cache.bytes_on_disk())}")
         else:
             removed = cache.clear()
-            print(f"cleared {removed} entries; now {_human_bytes(cache.bytes_on_disk())}")
+            print(f"cleared {removed} entries; now {human_bytes(cache.bytes_on_disk())}")
     finally:
         cache.close()
     return 0
@@ -188,7 +182,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     cache_path = default_cache_path()
     if cache_path.exists():
-        print(f"cache:    {display_text(str(cache_path))}, {_human_bytes(bytes_on_disk(cache_path))} "
+        print(f"cache:    {display_text(str(cache_path))}, {human_bytes(bytes_on_disk(cache_path))} "
               "(mmgenre cache stats)")
     else:
         print(f"cache:    {display_text(str(cache_path))} (empty)")

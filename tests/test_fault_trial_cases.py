@@ -32,7 +32,7 @@ from beets.test.helper import IOMixin, PluginTestHelper
 from .plugin_helpers import (EMOTIFY, GeniusServer, MMGenrePluginMixin, copy_file, io, media,  # noqa: F401
                              models, needs_data, set_tags)
 from .test_hostile_plugin import (beet, beets_env, library_state, read_genres, rows_agree_with_files,
-                                  tags_except_genre)
+                                  tags_except_genre, wait_for_rows)
 
 pytestmark = needs_data
 
@@ -265,19 +265,8 @@ def test_a_genre_write_keeps_every_other_tag(tmp_path, media, kind):
 # --------------------------------------------------------------------------- 6: interrupts
 
 
-def _first_mark(tmp_path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            db = sqlite3.connect(tmp_path / "library.db", timeout=1)
-            n = db.execute("SELECT count(*) FROM item_attributes WHERE key = 'mmgenre_unwritten'").fetchone()[0]
-            db.close()
-        except sqlite3.Error:
-            n = 0
-        if n:
-            return
-        time.sleep(0.02)
-    raise AssertionError("no row was ever marked")
+def _first_mark(tmp_path: Path, proc: subprocess.Popen) -> None:
+    wait_for_rows(tmp_path, 1, proc, key="mmgenre_unwritten", poll=0.02)
 
 
 def test_6_ctrl_c_during_an_import_leaves_library_and_files_agreeing(tmp_path, data_dir):

@@ -384,20 +384,22 @@ def rows_agree_with_files(tmp_path: Path) -> list[str]:
     return bad
 
 
-def wait_for_rows(tmp_path: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    """Until ``count`` rows carry mmgenre's model id (the run is under way)."""
+def wait_for_rows(tmp_path: Path, count: int, proc: subprocess.Popen, timeout: float = 120, *,
+                  key: str = "mmgenre_model", poll: float = 0.05) -> None:
+    """Until ``count`` rows carry the flexible field ``key`` (default: mmgenre's model id,
+    the run is under way; ``mmgenre_unwritten``: a row is marked)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             db = sqlite3.connect(tmp_path / "library.db", timeout=1)
-            n = db.execute("SELECT count(*) FROM item_attributes WHERE key = 'mmgenre_model'").fetchone()[0]
+            n = db.execute("SELECT count(*) FROM item_attributes WHERE key = ?", (key,)).fetchone()[0]
             db.close()
         except sqlite3.Error:
             n = 0
         if n >= count:
             return
-        time.sleep(0.05)
-    raise AssertionError(f"the run did not get to {count} tagged rows")
+        time.sleep(poll)
+    raise AssertionError(f"the run did not get to {count} rows with {key}")
 
 
 @pytest.fixture(scope="module")

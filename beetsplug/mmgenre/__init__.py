@@ -22,7 +22,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import confuse
 from beets import config, ui
 from beets.dbcore import types
 from beets.plugins import BeetsPlugin
@@ -396,8 +395,8 @@ class MMGenrePlugin(BeetsPlugin):
         ui.print_(f"{prefix}: " + "; ".join(s.describe(pretend=pretend) for s in summaries) + rate)
         genius = vars(self).get("genius")  # only if this run made one
         if genius is not None and genius.token_rejected:
-            ui.print_(f"{prefix}: Genius rejected genius_token ({genius.disabled_reason}); no lyrics came from "
-                      "Genius in this run: set a valid client access token (https://genius.com/api-clients)")
+            ui.print_(f"{prefix}: {genius.disabled_reason}; no lyrics came from Genius in this run: set "
+                      "genius_token to a valid client access token (https://genius.com/api-clients)")
         if self.write_failures:
             raise ui.UserError(f"mmgenre: {self.write_failures} file(s) could not be written; "
                                "their library rows were left as they were (see the warnings above)")
