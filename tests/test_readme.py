@@ -26,3 +26,10 @@ def test_links_in_the_readme_lead_to_files_that_exist():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     targets = {t.split("#")[0] for t in re.findall(r"\]\(([^)#][^)]*)\)", readme) if not t.startswith("http")}
     assert targets and all((ROOT / t).exists() for t in targets), targets
+
+
+def test_links_in_the_developer_docs_lead_to_files_that_exist():
+    for doc in (ROOT / "docs").glob("*.md"):
+        text = doc.read_text(encoding="utf-8")
+        targets = {t.split("#")[0] for t in re.findall(r"\]\(([^)#][^)]*)\)", text) if not t.startswith("http")}
+        assert all((doc.parent / t).exists() for t in targets), (doc.name, targets)
