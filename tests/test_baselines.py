@@ -53,3 +53,25 @@ def test_lyrics_cv_folds_keep_every_artist_on_one_side_and_test_each_song_once()
         for group, s in zip(groups, split):
             sides.setdefault(group, set()).add(s)
         assert all(len(v) == 1 for v in sides.values())  # an artist's songs share one side
+
+
+def test_audio_cv_trains_each_fold_on_clips_whose_artists_it_never_tests(tmp_path, data_dir):
+    """benchmarks/cv_audio.py hands train.py a manifest per fold: read back by training's own
+    loader, every clip keeps the fold's split, and no artist is on both sides."""
+    from benchmarks.cv_audio import write_fold_manifest
+    from benchmarks.cv_lyrics import fold_splits
+    from benchmarks.cv_pool import load_pool
+    from training.datasets import artist_group, load_manifest
+
+    pool = load_pool(data_dir)
+    genres, groups = [c["genre"] for c in pool], [c["artist"] for c in pool]
+    splits = fold_splits(genres, groups, folds=5, seed=0, valid_parts=7)
+    tested = [0] * len(pool)
+    for k, split in enumerate(splits):
+        examples, skipped = load_manifest(write_fold_manifest(pool, split, tmp_path / f"fold{k}.csv"))
+        assert not skipped and [e.split for e in examples] == split
+        test_groups = {artist_group(e) for e in examples if e.split == "test"}
+        assert test_groups and not test_groups & {artist_group(e) for e in examples if e.split != "test"}
+        for i, s in enumerate(split):
+            tested[i] += s == "test"
+    assert tested == [1] * len(pool)
