@@ -143,9 +143,10 @@ def bench_overhead(work: Path, repeat: int) -> dict:
     return results
 
 
-def _run_predict(music: Path, n: int, model: Path, batch_size: int, work: Path) -> float:
+def _run_predict(music: Path, n: int, model: Path, batch_size: int, work: Path, round_no: int) -> float:
+    # A new feature cache each run: both sides cold (a shared one made the second predict read it).
     cmd = [sys.executable, "-m", "mmgenre_core.cli", "predict", str(music), "--model", str(model),
-           "--batch-size", str(batch_size), "--json"]
+           "--batch-size", str(batch_size), "--json", "--cache", str(work / f"predict-cache-{round_no}.sqlite3")]
     started = time.perf_counter()
     out = subprocess.run(cmd, env=env_for(work / "predict-home"), capture_output=True, text=True)
     elapsed = time.perf_counter() - started
@@ -161,7 +162,8 @@ def _run_plugin(work: Path, n: int, model: Path, batch_size: int, write: bool, r
     copy_tracks(n, music)
     beetsdir = work / f"beets-{round_no}"
     write_config(beetsdir, plugins=["mmgenre"], music=music,
-                 extra=f"mmgenre:\n  auto: no\n  model: {model}\n  batch_size: {batch_size}\n")
+                 extra=f"mmgenre:\n  auto: no\n  model: {model}\n  batch_size: {batch_size}\n"
+                       f"  cache_path: {work / f'plugin-cache-{round_no}.sqlite3'}\n")
     beet(beetsdir, "import", "-A", "-q", str(music))
     (beetsdir / "write.yaml").write_text(f"import:\n  write: {'yes' if write else 'no'}\n", encoding="utf-8")
     elapsed = beet(beetsdir, "-c", str(beetsdir / "write.yaml"), "mmgenre", "-f")
@@ -179,7 +181,7 @@ def bench_throughput(work: Path, n: int, model: Path, batch_size: int, write: bo
     for r in range(rounds):
         for which in (("predict", "plugin") if r % 2 == 0 else ("plugin", "predict")):
             if which == "predict":
-                t = _run_predict(music, n, model, batch_size, work)
+                t = _run_predict(music, n, model, batch_size, work, r)
                 predict_s.append(t)
             else:
                 t = _run_plugin(work, n, model, batch_size, write, r)
