@@ -101,7 +101,7 @@ class _LyricsExtractor(HTMLParser):
         if self._container_divs > 0:
             self._container_had_content = True
         if tag == "br":
-            if self._collecting and self._skip_tag is None:
+            if self._collecting:
                 self._add("\n")
             return
         # <div/> opens nothing in HTML; other self-closed tags are void.

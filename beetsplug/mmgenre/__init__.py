@@ -210,14 +210,11 @@ class MMGenrePlugin(BeetsPlugin):
 
     def tagging_options(self) -> tagging.TaggingOptions:
         """The genre rules from the configuration (raises ui.UserError when invalid)."""
-        from .vocabulary import VocabularyError, apply_vocabulary
+        from .vocabulary import VocabularyError
 
         s = self.checked_settings()
         try:
-            genre_map = apply_vocabulary(s.genre_map, s.vocabulary, title_case=s.title_case)
-            return tagging.TaggingOptions(count=s.count, min_confidence=s.min_confidence, genre_map=genre_map,
-                                          whitelist=s.whitelist, force=s.force, keep_existing=s.keep_existing,
-                                          fallback=s.fallback)
+            return _tagging_options(s)
         except (ValueError, VocabularyError) as exc:  # pragma: no cover - read_settings checked every value
             raise ui.UserError(f"mmgenre: invalid configuration: {exc}") from exc
 
@@ -249,7 +246,7 @@ class MMGenrePlugin(BeetsPlugin):
         (a whitelist of Folk and Spoken for a model without them tags nothing, silently)."""
         from mmgenre_core.genre_map import genre_key, map_genre
 
-        from .vocabulary import VocabularyError, apply_vocabulary
+        from .vocabulary import VocabularyError
 
         s = self.settings
         known = {genre_key(g) for g in model_genres}
@@ -260,7 +257,7 @@ class MMGenrePlugin(BeetsPlugin):
         if not s.whitelist or self.config["whitelist"].get() is True:
             return  # none, or lastgenre's whole list: most of it is beyond any model
         try:
-            genre_map = tagging.parse_genre_map(apply_vocabulary(s.genre_map, s.vocabulary, title_case=s.title_case))
+            genre_map = _tagging_options(s).genre_map
         except (ValueError, VocabularyError):
             return
         reachable = {genre_key(name) for g in model_genres if (name := map_genre(g, genre_map)) is not None}
@@ -790,6 +787,16 @@ class MMGenrePlugin(BeetsPlugin):
 
 
 
+
+
+def _tagging_options(s: settings_module.Settings) -> tagging.TaggingOptions:
+    """The tagging rules of checked settings: ``genre_map`` over the vocabulary's own map."""
+    from .vocabulary import apply_vocabulary
+
+    return tagging.TaggingOptions(count=s.count, min_confidence=s.min_confidence,
+                                  genre_map=apply_vocabulary(s.genre_map, s.vocabulary, title_case=s.title_case),
+                                  whitelist=s.whitelist, force=s.force, keep_existing=s.keep_existing,
+                                  fallback=s.fallback)
 
 
 @contextlib.contextmanager
