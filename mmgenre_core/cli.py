@@ -121,7 +121,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
             print(f"entries:       {st.entries}" + ("" if st.stale is None else
                                                      f" ({st.stale} of files since changed or gone)"))
             for backbone, (n, windows) in sorted(st.backbones.items()):
-                print(f"  backbone {backbone}: {n} files, {windows} windows")
+                print(f"  backbone {backbone}: {n} files, {windows} window slots")
         elif args.action == "prune":
             keep = None
             if args.other_backbones:
@@ -144,7 +144,7 @@ def _print_predictions(clf: Any, paths: list[str], lyrics: Any, args: argparse.N
     n_failed = 0
     for res in clf.iter_predict(paths, lyrics=lyrics, use_lyrics=not args.no_lyrics,
                                 batch_size=args.batch_size, top_k=args.top_k,
-                                return_attention=args.attention):
+                                return_attention=args.attention, listen=args.listen):
         if res.error:
             n_failed += 1
         if args.json:
@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", default="auto", metavar="N|auto",
                    help="CPU threads for the model (default auto: the CPUs other processes leave free)")
     p.add_argument("--top-k", type=int, default=3, metavar="K")
+    p.add_argument("--listen", choices=["fast", "balanced", "thorough"], default="balanced",
+                   help="how long to listen to a track the model is unsure of (a model that listens in "
+                        "rounds; --json reports the windows each track was heard at)")
     p.add_argument("--json", action="store_true", help="one JSON object per track, one a line")
     p.add_argument("--attention", action="store_true", help="with --json: the lyrics lines/words the model attended to")
     group = p.add_mutually_exclusive_group()

@@ -129,7 +129,14 @@ class AudioConfig:
 
     The analysed window follows FMA: ``window_seconds`` from the middle of the
     track. ``num_windows > 1`` takes that many evenly spaced windows and the model
-    averages their genre probabilities.
+    averages their genre probabilities (one window centred in each of ``num_windows``
+    equal parts of the track).
+
+    ``window_rounds`` (cumulative window counts, the last ``num_windows``) makes the
+    model listen in rounds (:mod:`mmgenre_core.listening`): it hears the windows in
+    ``window_order`` (indices of the windows in time order), the first round first,
+    the next ones only while unsure, and classifies the mean of the features of the
+    windows it heard.
     """
 
     sample_rate: int = bounded(22050, 1000, 192000)
@@ -147,9 +154,22 @@ class AudioConfig:
     # "db": 10 log10(mel), clipped at top_db below the peak (the paper branch);
     # "musicnn": log10(1 + 10000 mel) of the float16-rounded power, musicnn's own input.
     scale: str = "db"
+    # Listening in rounds (see the class docstring); () = all windows at once, in time order.
+    window_order: tuple[int, ...] = bounded((), 0, 255)
+    window_rounds: tuple[int, ...] = bounded((), 1, 256)
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        n = self.num_windows
+        if self.window_order and sorted(self.window_order) != list(range(n)):
+            raise ConfigError(f"window_order must list each of the {n} windows (0 to {n - 1}) once, "
+                              f"not {list(self.window_order)}")
+        rounds = list(self.window_rounds)
+        if rounds and (rounds != sorted(set(rounds)) or rounds[-1] != n):
+            raise ConfigError(f"window_rounds must be increasing window counts ending at num_windows ({n}), "
+                              f"not {rounds}")
+        if bool(self.window_order) != bool(rounds):
+            raise ConfigError("window_order and window_rounds come together (or neither)")
         if self.hop_length > self.n_fft:
             raise ConfigError(f"hop_length ({self.hop_length}) must not exceed n_fft ({self.n_fft})")
         if self.fmax is not None and not self.fmin < self.fmax <= self.sample_rate / 2:
@@ -173,8 +193,19 @@ class AudioConfig:
         """Spectrogram frames of one window (``center=True`` STFT)."""
         return 1 + self.window_samples // self.hop_length
 
+    @property
+    def in_rounds(self) -> bool:
+        """Whether the model listens in rounds (and classifies the mean of the heard windows)."""
+        return bool(self.window_rounds)
+
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+        out = _to_dict(self)
+        for key in ("window_order", "window_rounds"):
+            if not out[key]:
+                # Left out when unused, so checkpoints (and feature-cache ids) made
+                # before the fields existed read and hash as they did.
+                del out[key]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "AudioConfig":

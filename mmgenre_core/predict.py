@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import load_windows
+from .audio import listening_order, load_windows
 from .calibration import read_temperatures
 from .checkpoint import Checkpoint, load_checkpoint
 from .device import autocast, resolve_device
 from .errors import AudioError, CheckpointError, ModelNotFoundError
 from .feature_cache import FeatureCache, FileIdentity, backbone_id
+from .listening import DEFAULT_PLAN, PLAN_NAMES, ListeningPlan, heard_mean, plans_of, rounds_up_to
 from .model import FusedBatch
 from .text import Vocabulary, encode_batch, has_words
 
@@ -60,6 +61,8 @@ class TrackPrediction:
     probabilities: dict[str, float] = field(default_factory=dict)
     lyrics: str = "none"
     error: str | None = None
+    #: How many windows of the audio the model heard (0: none, e.g. lyrics alone or an error).
+    windows: int = 0
     #: Only with ``return_attention=True`` and lyrics: [(line words, word weights, line weight)].
     attention: list[tuple[list[str], list[float], float]] | None = None
 
@@ -72,11 +75,12 @@ class TrackPrediction:
         return self.genres[0] if self.genres else None
 
     def to_dict(self) -> dict[str, Any]:
-        """The CLI's JSON shape: path, genres [{genre, confidence}], lyrics, error."""
+        """The CLI's JSON shape: path, genres [{genre, confidence}], lyrics, windows heard, error."""
         out: dict[str, Any] = {
             "path": self.path,
             "genres": [{"genre": g.genre, "confidence": round(g.confidence, 4)} for g in self.genres],
             "lyrics": self.lyrics,
+            "windows": self.windows,
             "error": self.error,
         }
         if self.attention is not None:
@@ -90,12 +94,15 @@ class TrackPrediction:
 @dataclass
 class _Decoded:
     index: int
-    windows: np.ndarray | None  # (num_windows, samples) float32; None when features came from the cache
+    windows: np.ndarray | None  # (decoded windows, samples) float32; None when nothing needed decoding
     lyrics: str | None
     lyrics_source: str
     error: str | None
     features: np.ndarray | None = None  # (num_windows, audio_dim) float32, from the feature cache
     ident: FileIdentity | None = None  # the file's cache identity, to store what gets computed
+    #: listening in rounds: the window indices ``windows`` holds, in order (None: all of them)
+    slots: list[int] | None = None
+    path: str = ""
 
 
 #: A lyrics source: path -> (text or None, source name such as "tag").
@@ -143,6 +150,10 @@ class GenreClassifier:
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{checkpoint.path or 'checkpoint'}: unusable vocabulary ({exc})") from exc
         self.temperatures = read_temperatures(checkpoint)
+        #: listening order and round ends of the windows (see mmgenre_core.listening)
+        self.order, self.round_ends = listening_order(self.audio_config)
+        self.plans = plans_of(checkpoint.metadata or {}, num_windows=self.audio_config.num_windows,
+                              round_ends=self.round_ends)
         if self_test:
             self.self_test()
 
@@ -195,10 +206,27 @@ class GenreClassifier:
     def uses_lyrics(self) -> bool:
         return self.checkpoint.model_config.use_lyrics
 
+    def plan(self, listen: str | ListeningPlan | None = None) -> ListeningPlan:
+        """The listening plan a name (``fast``, ``balanced``, ``thorough``; None: balanced)
+        stands for in this model, or the plan given (its ``max_windows`` capped at the
+        model's windows). A model without rounds hears all its windows whatever
+        the plan."""
+        if not self.audio_config.in_rounds:
+            return ListeningPlan(self.audio_config.num_windows, 1.0)
+        if isinstance(listen, ListeningPlan):
+            return ListeningPlan(min(listen.max_windows, self.audio_config.num_windows), listen.threshold)
+        name = DEFAULT_PLAN if listen is None else listen
+        if name not in self.plans:
+            raise ValueError(f"listen must be one of {', '.join(PLAN_NAMES)}, not {listen!r}")
+        return self.plans[name]
+
     # ------------------------------------------------------------------ decoding
     def _decode_one(self, index: int, path: str, lyrics: str | None, lyrics_source: str,
-                    lyrics_for: LyricsFor | None) -> _Decoded:
-        windows = features = ident = None
+                    lyrics_for: LyricsFor | None, first: int | None = None) -> _Decoded:
+        """Read what a track needs before the model runs: its cached features, the windows
+        the cache lacks (listening in rounds: of the first ``first`` windows in listening
+        order), and its lyrics."""
+        windows = features = ident = slots = None
         error = None
         cache = self.feature_cache
         if cache is not None and cache.enabled:
@@ -207,9 +235,14 @@ class GenreClassifier:
                 features = cache.get(self.backbone_id, ident, dim=self.audio_dim)
             except OSError:
                 ident = None  # unreadable: decoding below says why
-        if self.checkpoint.model_config.use_audio and features is None:
+        in_rounds = self.audio_config.in_rounds
+        if in_rounds and features is not None and features.shape[0] not in (1, self.audio_config.num_windows):
+            features = None  # not this layout's windows: recompute
+        if in_rounds and self.checkpoint.model_config.use_audio:
+            slots = self._missing(features, self.order[:first or len(self.order)])
+        if self.checkpoint.model_config.use_audio and (features is None or slots):
             try:
-                windows = load_windows(path, config=self.audio_config)
+                windows = load_windows(path, config=self.audio_config, slots=slots)
             except (AudioError, OSError) as exc:
                 error = str(exc)
             except Exception as exc:  # a decoder bug must not end a library-wide run
@@ -223,23 +256,34 @@ class GenreClassifier:
                 lyrics = None
         if lyrics is not None and not has_words(lyrics):
             lyrics = None  # punctuation, labels or blanks only: nothing the model can read
-        return _Decoded(index, windows, lyrics, lyrics_source if lyrics else "none", error, features, ident)
+        return _Decoded(index, windows, lyrics, lyrics_source if lyrics else "none", error, features, ident,
+                        slots, path)
+
+    @staticmethod
+    def _missing(features: np.ndarray | None, wanted: list[int]) -> list[int]:
+        """The windows of ``wanted`` that ``features`` [shape=(windows, dim)] lacks (NaN rows);
+        none for a track of one window (too short for more)."""
+        if features is None:
+            return list(wanted)
+        if features.shape[0] == 1:
+            return []
+        return [k for k in wanted if not np.isfinite(features[k]).all()]
 
     def _iter_decoded(self, jobs: list[tuple[str, str | None, str]], *, lyrics_for: LyricsFor | None,
-                      num_workers: int | None, batch_size: int) -> Iterator[_Decoded]:
+                      num_workers: int | None, batch_size: int, first: int | None = None) -> Iterator[_Decoded]:
         """Decode in worker threads (default: the CPU cores, at most 8), two batches ahead, yielding in order."""
         if num_workers is None:
             num_workers = min(8, os.cpu_count() or 1)
         prefetch = max(2 * batch_size, num_workers)
         if num_workers <= 0:
             for i, (p, lyr, src) in enumerate(jobs):
-                yield self._decode_one(i, p, lyr, src, lyrics_for)
+                yield self._decode_one(i, p, lyr, src, lyrics_for, first)
             return
         with ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="mmgenre-decode") as pool:
             pending: list[Future[_Decoded]] = []
             it = iter(enumerate(jobs))
             for i, (p, lyr, src) in it:
-                pending.append(pool.submit(self._decode_one, i, p, lyr, src, lyrics_for))
+                pending.append(pool.submit(self._decode_one, i, p, lyr, src, lyrics_for, first))
                 if len(pending) >= prefetch:
                     break
             while pending:
@@ -247,7 +291,7 @@ class GenreClassifier:
                 nxt = next(it, None)
                 if nxt is not None:
                     i, (p, lyr, src) = nxt
-                    pending.append(pool.submit(self._decode_one, i, p, lyr, src, lyrics_for))
+                    pending.append(pool.submit(self._decode_one, i, p, lyr, src, lyrics_for, first))
                 yield done
 
     # ----------------------------------------------------------------- inference
@@ -390,6 +434,7 @@ class GenreClassifier:
         num_workers: int | None = None,
         return_attention: bool = False,
         progress: Callable[[TrackPrediction], None] | None = None,
+        listen: str | ListeningPlan | None = None,
     ) -> Iterator[TrackPrediction]:
         """Classify audio files, yielding one :class:`TrackPrediction` per path, in order,
         as soon as its batch completes.
@@ -407,6 +452,11 @@ class GenreClassifier:
         num_workers : decoding threads (default: the number of CPU cores, at most 8).
         return_attention : attach the HAN's line and word weights to tracks with lyrics.
         progress : called with each result as soon as it is ready.
+        listen : how long to listen (a model that listens in rounds): ``"fast"``,
+            ``"balanced"`` (None), ``"thorough"`` or a :class:`ListeningPlan`. Every
+            track hears the first round of windows; one whose calibrated top probability
+            is below the plan's threshold hears the next round, up to its
+            ``max_windows``. Each result says how many windows it heard.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -414,8 +464,10 @@ class GenreClassifier:
         lyrics_for = lyrics if callable(lyrics) and use_lyrics else None
         texts = _resolve_lyrics(lyrics, paths) if use_lyrics and not callable(lyrics) else None
         jobs = [(p, texts[i] if texts else None, lyrics_source) for i, p in enumerate(paths)]
+        plan = self.plan(listen)
+        stops = rounds_up_to(self.round_ends, plan.max_windows)
         decoded = self._iter_decoded(jobs, lyrics_for=lyrics_for, num_workers=num_workers,
-                                     batch_size=batch_size)
+                                     batch_size=batch_size, first=stops[0])
         results: dict[int, TrackPrediction] = {}
         next_out = 0
         batch: list[_Decoded] = []
@@ -423,14 +475,23 @@ class GenreClassifier:
         def flush() -> None:
             if not batch:
                 return
-            features = self._batch_features(batch) if self.checkpoint.model_config.use_audio else None
-            probs, att = self._probabilities(features, [d.lyrics for d in batch], return_attention)
+            heard = [0] * len(batch)
+            if not self.checkpoint.model_config.use_audio:
+                features = None
+                probs, att = self._probabilities(features, [d.lyrics for d in batch], return_attention)
+            elif self.audio_config.in_rounds:
+                probs, att, heard = self._listen(batch, plan, stops, return_attention, num_workers)
+            else:
+                features = self._batch_features(batch)
+                heard = [int(f.shape[0]) for f in features]
+                probs, att = self._probabilities(features, [d.lyrics for d in batch], return_attention)
             for row, d in enumerate(batch):
                 if not np.isfinite(probs[row]).all():  # never hand NaN on as a genre confidence
                     results[d.index] = TrackPrediction(path=paths[d.index], lyrics="none",
                                                        error=f"{paths[d.index]}: the model answered NaN")
                     continue
                 res = self._make_result(paths[d.index], probs[row], d.lyrics_source, top_k)
+                res.windows = heard[row]
                 if att and d.lyrics:
                     self._attach_attention(res, d.lyrics, att[0][row], att[1][row])
                 results[d.index] = res
@@ -457,12 +518,14 @@ class GenreClassifier:
     def iter_features(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 16,
                       num_workers: int | None = None) -> Iterator[tuple[np.ndarray | None, str | None]]:
         """The audio branch's features of each file, in order, through the feature cache:
-        (features [shape=(windows, audio_dim)] float32, None) or (None, error)."""
+        (features [shape=(windows, audio_dim)] float32, None) or (None, error). A model that
+        listens in rounds gives one row: the mean of the first round's windows."""
         if not self.checkpoint.model_config.use_audio:
             raise ValueError("this model has no audio branch")
         paths = [os.fspath(p) for p in paths]
+        first = self.round_ends[0]
         decoded = self._iter_decoded([(p, None, "none") for p in paths], lyrics_for=None, num_workers=num_workers,
-                                     batch_size=batch_size)
+                                     batch_size=batch_size, first=first)
         batch: list[_Decoded] = []
         for item in itertools.chain(decoded, [None]):
             if item is not None and item.error is not None:
@@ -477,8 +540,113 @@ class GenreClassifier:
                 yield from ((f.cpu().numpy(), None) for f in self._batch_features(batch))
                 batch.clear()
 
+    # ------------------------------------------------------- listening in rounds
+    def _merge_windows(self, batch: list[_Decoded]) -> list[np.ndarray]:
+        """Listening in rounds: the features of each decoded track [shape=(num_windows, dim)], NaN
+        rows for windows not heard yet ([shape=(1, dim)] for a track of one window): its
+        cached features with those of the windows just decoded filled in."""
+        todo = [i for i, d in enumerate(batch) if d.windows is not None]
+        computed = dict(zip(todo, self._audio_features([batch[i].windows for i in todo])))
+        n, dim = self.audio_config.num_windows, self.audio_dim
+        out = []
+        for i, d in enumerate(batch):
+            feats = d.features
+            if i in computed:
+                f = computed[i].cpu().numpy()
+                if f.shape[0] == 1 and (d.slots is None or len(d.slots) > 1):
+                    feats = f  # a track of one window (too short for the layout)
+                else:
+                    if feats is None or feats.shape[0] != n:
+                        feats = np.full((n, dim), np.nan, np.float32)
+                    feats = feats.copy()
+                    feats[d.slots if d.slots is not None else slice(None)] = f
+            out.append(feats)
+        return out
+
+    def _listen(self, batch: list[_Decoded], plan: ListeningPlan, stops: list[int], return_attention: bool,
+                num_workers: int | None) -> tuple[np.ndarray, list, list[int]]:
+        """Probabilities of a batch of tracks heard in rounds: returns
+        probabilities [shape=(batch, n_genres)], attention, and the windows each heard.
+
+        Round after round, the tracks whose calibrated top probability is below the
+        plan's threshold (and that have windows left) get the next round's windows,
+        decoded in parallel (only those: the decoder seeks to each), batched through the
+        audio branch, and are classified again on the mean of all they heard.
+        """
+        feats = self._merge_windows(batch)
+        changed = {i for i, d in enumerate(batch) if d.windows is not None}
+        stage = [0] * len(batch)
+        stuck: set[int] = set()  # a later round failed to decode: no more rounds
+        lyrics = [d.lyrics for d in batch]
+
+        def classify() -> tuple[np.ndarray, list]:
+            means = [torch.from_numpy(np.ascontiguousarray(heard_mean(f, self.order, stops[k])[None]))
+                     for f, k in zip(feats, stage)]
+            return self._probabilities(means, lyrics, return_attention)
+
+        probs, att = classify()
+        while True:
+            unsure = [i for i in range(len(batch)) if i not in stuck and stage[i] + 1 < len(stops)
+                      and feats[i].shape[0] > 1 and plan.unsure(probs[i].max())]
+            if not unsure:
+                break
+            more: list[_Decoded] = []
+            for i in unsure:
+                stage[i] += 1
+                slots = self._missing(feats[i], self.order[:stops[stage[i]]])
+                more.append(_Decoded(i, None, None, "none", None, feats[i], batch[i].ident, slots, batch[i].path))
+            self._decode_more([d for d in more if d.slots], num_workers)
+            for d in more:
+                if d.error is not None:  # keep what was heard: this track's answer stands
+                    log.warning("%s; classified from the windows heard before", d.error)
+                    stage[d.index] -= 1
+                    stuck.add(d.index)
+            heard_more = [d for d in more if d.error is None]
+            for d, f in zip(heard_more, self._merge_windows(heard_more)):
+                feats[d.index] = f
+                if d.windows is not None:
+                    changed.add(d.index)
+            probs, att = classify()
+        cache = self.feature_cache
+        if cache is not None:
+            cache.put_many(self.backbone_id, [(batch[i].ident, feats[i]) for i in sorted(changed)
+                                              if batch[i].ident is not None])
+        heard = [1 if f.shape[0] == 1 else int(np.isfinite(f[self.order[:stops[k]]]).all(axis=1).sum())
+                 for f, k in zip(feats, stage)]
+        return probs, att, heard
+
+    def _decode_more(self, todo: list[_Decoded], num_workers: int | None) -> None:
+        """Decode the windows ``d.slots`` of each track into ``d.windows`` (or ``d.error``), in threads."""
+        def one(d: _Decoded) -> None:
+            try:
+                d.windows = load_windows(d.path, config=self.audio_config, slots=d.slots)
+            except (AudioError, OSError) as exc:
+                d.error = str(exc)
+            except Exception as exc:  # a decoder bug must not end a library-wide run
+                log.exception("unexpected error decoding %s", d.path)
+                d.error = f"{d.path}: cannot decode ({type(exc).__name__}: {exc})"
+
+        workers = min(len(todo), num_workers if num_workers is not None else min(8, os.cpu_count() or 1))
+        if workers <= 1:
+            for d in todo:
+                one(d)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmgenre-listen") as pool:
+            list(pool.map(one, todo))
+
     def _batch_features(self, batch: list[_Decoded]) -> list[torch.Tensor]:
-        """Each decoded track's audio features: from the cache, or computed (and then stored)."""
+        """Each decoded track's audio features: from the cache, or computed (and then stored).
+
+        A model that listens in rounds gives the mean of the first round's windows [shape=(1, dim)]
+        (what its head classifies when a track is heard once)."""
+        if self.audio_config.in_rounds:
+            feats = self._merge_windows(batch)
+            cache = self.feature_cache
+            if cache is not None:
+                cache.put_many(self.backbone_id, [(d.ident, f) for d, f in zip(batch, feats)
+                                                  if d.windows is not None and d.ident is not None])
+            first = self.round_ends[0]
+            return [torch.from_numpy(np.ascontiguousarray(heard_mean(f, self.order, first)[None])) for f in feats]
         todo = [i for i, d in enumerate(batch) if d.features is None]
         computed = dict(zip(todo, self._audio_features([batch[i].windows for i in todo])))
         cache = self.feature_cache

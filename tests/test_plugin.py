@@ -384,7 +384,7 @@ class TestLyrics(PluginTest):
         self.run_command("mmgenre")
         item.load()
         assert same_lyrics(lyrics_passed(calls, item), records[0]["lyrics"])
-        assert set(calls[0]) == {"paths", "lyrics", "use_lyrics", "batch_size", "top_k"}
+        assert set(calls[0]) == {"paths", "lyrics", "use_lyrics", "batch_size", "top_k", "listen"}
         assert item["mmgenre_lyrics"] is True
 
     @pytest.mark.parametrize("how", ["option", "config"])

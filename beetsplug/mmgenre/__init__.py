@@ -513,6 +513,7 @@ class MMGenrePlugin(BeetsPlugin):
                     use_lyrics=use_lyrics,
                     batch_size=batch_size,
                     top_k=len(clf.genres),
+                    listen=self.settings.listen,
                 )
                 for (item, pred), (text, source) in zip(zip(part, predictions), found):
                     if pred.error is not None or pred.lyrics == "none":

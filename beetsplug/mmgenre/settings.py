@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "album": False,
     "learn_min_tracks": 5,
     "learn_path": "mmgenre-learnt.pt",
+    "listen": "balanced",
 }
 
 #: Command-line spellings named next to an option in messages.
@@ -101,6 +102,7 @@ class Settings:
     album: bool = False
     learn_min_tracks: int = 5
     learn_path: str = "mmgenre-learnt.pt"
+    listen: str = "balanced"
 
 
 # --------------------------------------------------------------------------- #
@@ -250,6 +252,14 @@ def _vocabulary(value: Any, view: Any) -> str:
     return value
 
 
+def _listen(value: Any, view: Any) -> str:
+    from mmgenre_core.listening import PLAN_NAMES
+
+    if isinstance(value, str) and value.strip().lower() in PLAN_NAMES:
+        return value.strip().lower()
+    raise BadValue(f"must be {', '.join(PLAN_NAMES[:-1])} or {PLAN_NAMES[-1]}, not {_shown(value)}")
+
+
 def _fallback(value: Any, view: Any) -> str | None:
     if value is None or value is False or (isinstance(value, str) and not value.strip()):
         return None
@@ -311,6 +321,7 @@ PARSERS: dict[str, Callable[[Any, Any], Any]] = {
     "album": _flag,
     "learn_min_tracks": _whole(1),
     "learn_path": _path(optional=False, resolve=False),  # placed in the beets config folder by learn
+    "listen": _listen,
 }
 assert PARSERS.keys() == DEFAULTS.keys()
 

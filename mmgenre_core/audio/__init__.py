@@ -31,6 +31,7 @@ _EXPORTS = {
     "probe_duration": "decoders",
     "load_windows": "windows",
     "window_offsets": "windows",
+    "listening_order": "windows",
     "LogMel": "logmel",
     "slaney_mel_filterbank": "logmel",
     "decoding_fingerprint": "fingerprint",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,20 +44,39 @@ _SHORT_READ_SECONDS = 0.5
 _KEEP_WHOLE_SECONDS = 600.0
 
 
-def window_offsets(duration: float, *, config: AudioConfig) -> list[float]:
+def window_offsets(duration: float, *, config: AudioConfig, slots: Sequence[int] | None = None) -> list[float]:
     """Start times (s) of the analysed windows of a ``duration``-second track.
 
     One window: the centre ``window_seconds`` (as FMA's clips). ``num_windows = n > 1``:
     the track is cut into n equal parts and each window is centred in one of them (so
-    the windows spread over the whole track but skip its very start and end). A track
-    no longer than one window has the single window ``[0.0]`` (it is tiled to fill it).
+    the windows spread over the whole track but skip its very start and end).
+    ``slots``: only those windows (by index in time order), in that order. A track no
+    longer than one window has the single window ``[0.0]`` (it is tiled to fill it),
+    whatever ``slots`` asks for.
     """
     slack = duration - config.window_seconds
     if not slack > 0:  # also catches NaN
         return [0.0]
     n = config.num_windows
     centres = [duration * (2 * k + 1) / (2 * n) for k in range(n)]
-    return [min(max(c - config.window_seconds / 2, 0.0), slack) for c in centres]
+    offsets = [min(max(c - config.window_seconds / 2, 0.0), slack) for c in centres]
+    return offsets if slots is None else [offsets[k] for k in slots]
+
+
+def listening_order(config: AudioConfig) -> tuple[list[int], list[int]]:
+    """The order a track's windows are heard in, and the rounds.
+
+    Returns (order, ends): window indices of :func:`window_offsets` in listening order,
+    and the cumulative window count at the end of each round. The default model's 12
+    windows (one per twelfth of the track) are heard as order [3, 8, 1, 5, 10, 0, 2,
+    4, 6, 7, 9, 11], ends [2, 5, 12]: about 30% and 70% into the track first, then
+    three more spread between and around them, then the rest. A model without rounds
+    hears all its windows at once, in time order.
+    """
+    n = config.num_windows
+    if not config.in_rounds:
+        return list(range(n)), [n]
+    return list(config.window_order), list(config.window_rounds)
 
 
 def _read_window(decoder: _Decoder, offset: float, *, config: AudioConfig) -> np.ndarray | None:
@@ -84,7 +103,7 @@ def _read_window(decoder: _Decoder, offset: float, *, config: AudioConfig) -> np
 
 
 def _windows_from_whole(
-    audio: np.ndarray, sr_in: int, *, config: AudioConfig, path: str
+    audio: np.ndarray, sr_in: int, *, config: AudioConfig, path: str, slots: Sequence[int] | None = None
 ) -> np.ndarray:
     """Windows [shape=(n, window_samples)] of a whole decoded track, tiled when short."""
     if len(audio) == 0:
@@ -100,11 +119,12 @@ def _windows_from_whole(
         # Short track: repeat it so every example of a batch has one length.
         return np.resize(y, width)[None, :]
     starts = [min(int(round(o * config.sample_rate)), len(y) - width)
-              for o in window_offsets(len(y) / config.sample_rate, config=config)]
+              for o in window_offsets(len(y) / config.sample_rate, config=config, slots=slots)]
     return np.stack([y[s : s + width] for s in starts])
 
 
-def _decode_windows(decoder: _Decoder, *, config: AudioConfig, path: str) -> np.ndarray:
+def _decode_windows(decoder: _Decoder, *, config: AudioConfig, path: str,
+                    slots: Sequence[int] | None = None) -> np.ndarray:
     """Windows [shape=(n, window_samples)] from ``decoder``, seeking when the length is known."""
     total = decoder.num_frames
     window_in = config.window_seconds * decoder.sample_rate
@@ -113,7 +133,7 @@ def _decode_windows(decoder: _Decoder, *, config: AudioConfig, path: str) -> np.
         try:
             windows = [
                 _read_window(decoder, offset, config=config)
-                for offset in window_offsets(total / decoder.sample_rate, config=config)
+                for offset in window_offsets(total / decoder.sample_rate, config=config, slots=slots)
             ]
         except (AudioError, MemoryError):
             raise
@@ -123,7 +143,7 @@ def _decode_windows(decoder: _Decoder, *, config: AudioConfig, path: str) -> np.
             return np.stack(windows)  # type: ignore[arg-type]
     # Short track, unknown length, damaged, or the file ends before its header says:
     # take the windows from what is really there, in bounded memory.
-    return _windows_streaming(decoder, config=config, path=path)
+    return _windows_streaming(decoder, config=config, path=path, slots=slots)
 
 
 class _CollectedRanges:
@@ -160,7 +180,8 @@ def _window_input_range(offset: float, total: int, sr_in: int, *, config: AudioC
     return start, end, k0 - ks
 
 
-def _windows_streaming(decoder: _Decoder, *, config: AudioConfig, path: str) -> np.ndarray:
+def _windows_streaming(decoder: _Decoder, *, config: AudioConfig, path: str,
+                       slots: Sequence[int] | None = None) -> np.ndarray:
     """Windows [shape=(n, window_samples)] of a file decoded from its start, in bounded memory.
 
     Up to ``_KEEP_WHOLE_SECONDS`` of audio is kept whole (one pass, as before). A longer
@@ -181,8 +202,8 @@ def _windows_streaming(decoder: _Decoder, *, config: AudioConfig, path: str) -> 
                 kept = None  # too long to hold: count only, collect the windows in a second pass
     if kept is not None:
         whole = np.concatenate(kept) if kept else np.zeros(0, np.float32)
-        return _windows_from_whole(whole, sr_in, config=config, path=path)
-    offsets = window_offsets(total / sr_in, config=config)
+        return _windows_from_whole(whole, sr_in, config=config, path=path, slots=slots)
+    offsets = window_offsets(total / sr_in, config=config, slots=slots)
     wanted = [_window_input_range(o, total, sr_in, config=config)[:2] for o in offsets]
     buffers = [np.zeros(end - start, np.float32) for start, end in wanted]
     filled = [0] * len(wanted)
@@ -195,7 +216,7 @@ def _windows_streaming(decoder: _Decoder, *, config: AudioConfig, path: str) -> 
                 buffers[i][lo - start : hi - start] = block[lo - position : hi - position]
                 filled[i] += hi - lo
         position = block_end
-        if position >= wanted[-1][1]:
+        if position >= max(end for _, end in wanted):
             break  # past the last window: stop decoding
     if any(f < end - start for f, (start, end) in zip(filled, wanted)):
         raise AudioDecodeError("decodes differently on a second pass (unstable stream)", path=path)
@@ -206,7 +227,7 @@ def _windows_streaming(decoder: _Decoder, *, config: AudioConfig, path: str) -> 
     return np.stack(windows)  # type: ignore[arg-type]
 
 
-def _decode_any(p: Path, *, config: AudioConfig) -> np.ndarray:
+def _decode_any(p: Path, *, config: AudioConfig, slots: Sequence[int] | None = None) -> np.ndarray:
     """Windows of ``p`` from the first back end that decodes it (see :func:`load_windows`)."""
     name = str(p)
     failures: list[str] = []
@@ -216,7 +237,7 @@ def _decode_any(p: Path, *, config: AudioConfig) -> np.ndarray:
         try:
             decoder = backend(p)
             try:
-                return _decode_windows(decoder, config=config, path=name)
+                return _decode_windows(decoder, config=config, path=name, slots=slots)
             finally:
                 decoder.close()
         except (AudioTooShortError, EmptyAudioError) as exc:
@@ -238,15 +259,17 @@ def _decode_any(p: Path, *, config: AudioConfig) -> np.ndarray:
     raise AudioDecodeError("not decodable audio (" + "; ".join(failures) + ")", path=name)
 
 
-def load_windows(path: str | os.PathLike[str], *, config: AudioConfig) -> np.ndarray:
-    """Decode the analysed windows of an audio file.
+def load_windows(path: str | os.PathLike[str], *, config: AudioConfig,
+                 slots: Sequence[int] | None = None) -> np.ndarray:
+    """Decode the analysed windows of an audio file (``slots``: only those, by index of
+    :func:`window_offsets`, in that order; the decoder seeks to each and reads nothing else).
 
     Returns
     -------
     np.ndarray
         float32 [shape=(n, config.window_samples)], mono, at ``config.sample_rate``;
-        ``n = len(window_offsets(duration))``: ``config.num_windows``, or 1 for a track
-        no longer than a window (tiled to fill it).
+        ``n = len(window_offsets(duration, slots=slots))``: ``config.num_windows`` (or
+        ``len(slots)``), or 1 for a track no longer than a window (tiled to fill it).
 
     Raises
     ------
@@ -261,7 +284,7 @@ def load_windows(path: str | os.PathLike[str], *, config: AudioConfig) -> np.nda
         The RMS of the decoded audio is below ``config.silence_rms``.
     """
     p = _check_file(path)
-    windows = _decode_any(p, config=config)
+    windows = _decode_any(p, config=config, slots=slots)
     if not np.isfinite(windows).all():
         raise AudioDecodeError(
             "decodes to NaN or infinite samples (corrupt float data?)", path=str(p)
@@ -276,4 +299,4 @@ def load_windows(path: str | os.PathLike[str], *, config: AudioConfig) -> np.nda
 
 
 
-__all__ = ["load_windows", "window_offsets"]
+__all__ = ["listening_order", "load_windows", "window_offsets"]
