@@ -148,6 +148,16 @@ class OptimConfig:
     probe_l2: list[float] = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0])
     probe_crops: int = 10  # rows per training clip: crops spread over the prepared window
     probe_max_iter: int = 300
+    # Fit the heads over frozen inputs on all the data instead of training
+    # (training/frozen_heads.py): the audio head on means over the listening rounds'
+    # window counts (audio.window_order / window_rounds), the bag of words' head beside it;
+    # L2 from probe_l2 (lyrics_l2 for the bag) and the temperatures by an inner artist-grouped CV of head_folds
+    # folds; the listening plans from the same CV, "balanced" the most accurate within
+    # listen_budget windows a track on average. Epochs, splits and fine-tuning are unused.
+    frozen_heads: bool = False
+    lyrics_l2: list[float] = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2])  # the bag's head
+    head_folds: int = 4
+    listen_budget: float = 3.0
     # Learning-rate multipliers by parameter-name prefix (the longest matching prefix
     # wins), e.g. {"cnn.backbone": 0.05, "classifier": 0.1}: fine-tune a pretrained
     # backbone or a probed head gently while the HAN trains at train.lr.
@@ -192,7 +202,8 @@ class TrainConfig:
         audio = self.audio_config()
         if self.prepare.window_seconds is None:
             return audio
-        return dataclasses.replace(audio, window_seconds=float(self.prepare.window_seconds), num_windows=1)
+        return dataclasses.replace(audio, window_seconds=float(self.prepare.window_seconds), num_windows=1,
+                                   window_order=(), window_rounds=())
 
     def text_config(self) -> TextConfig:
         return TextConfig.from_dict(self.text)
@@ -224,6 +235,8 @@ class TrainConfig:
             raise ConfigError("train.batch_size >= 1, train.epochs >= 0 and train.lr > 0 are required")
         if not t.probe_l2 or any(not (isinstance(v, (int, float)) and v >= 0) for v in t.probe_l2):
             raise ConfigError("train.probe_l2 must be a non-empty list of penalties >= 0")
+        if t.head_folds < 2 or not t.listen_budget >= 1:
+            raise ConfigError("train.head_folds >= 2 and train.listen_budget >= 1 are required")
         if t.probe_crops < 1 or t.probe_max_iter < 1:
             raise ConfigError("train.probe_crops >= 1 and train.probe_max_iter >= 1 are required")
         if not isinstance(t.lr_scale, dict) or any(

@@ -47,24 +47,55 @@ def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
                  f"({mc.audio_vector_dim}-d) averaged over 3-s patches")
     else:
         audio = f"audio: the paper's CNN, channels {list(mc.cnn_channels)} -> {mc.audio_dim}-d vector"
-    audio += (f"; listens to {a.num_windows} window(s) of {a.window_seconds:g} s per track "
-              f"({a.sample_rate} Hz, {a.n_mels} mel bands)")
+    if a.window_rounds:
+        audio += (f"; listens in rounds to {a.window_seconds:g}-s windows of a track ({a.sample_rate} Hz, "
+                  f"{a.n_mels} mel bands), one per {a.num_windows}th of it: {a.window_rounds[0]} at first, up to "
+                  f"{', then '.join(str(n) for n in a.window_rounds[1:])} while unsure, and classifies the mean "
+                  "of the windows heard")
+    else:
+        audio += (f"; listens to {a.num_windows} window(s) of {a.window_seconds:g} s per track "
+                  f"({a.sample_rate} Hz, {a.n_mels} mel bands)")
     lyrics = (f"lyrics: HAN with {mc.embed_dim}-d embeddings ({len(ckpt.vocab)} words), word/line BiGRU "
               f"{mc.word_hidden}/{mc.line_hidden}" + (", plus a TF-IDF bag of words" if mc.lyrics_bow else ""))
-    lines += ["## Training", (
-        f"{audio}; {lyrics}; one linear layer over both; dropout {mc.dropout}. "
-        + ("AdamW" if train.get("optimizer") == "adamw" else f"SGD (Nesterov momentum {train.get('momentum', '-')})")
-        + f", lr {train.get('lr', '-')}, weight decay {train.get('weight_decay', '-')}, "
-        f"batch {train.get('batch_size', '-')}, {meta.get('epochs_run', '-')} epochs run, best by "
-        f"{train.get('select', 'val_loss')}; audio crops of {train.get('crop_seconds', '-')} s; seed "
-        f"{meta.get('seed', '-')}. Trained with `{meta.get('trained_with', 'training/train.py')}`"
-        + (f" at commit {meta['git_commit'][:10]}" if meta.get("git_commit") else "") + "."), ""]
+    if train.get("frozen_heads"):
+        inner = (metrics.get("inner_cv") or {})
+        l2 = {k: (inner.get(k) or {}).get("l2") for k in ("audio", "lyrics")}
+        lines += ["## Training", (
+            f"{audio}; lyrics: a TF-IDF bag of words ({len(ckpt.vocab)} words; the HAN is not trained in this "
+            "recipe and its columns are zero); one linear layer over both. The heads were fitted on all the "
+            "labelled data (nothing held out: the cross-validation below is the estimate) by logistic "
+            f"regression with class weights balanced and raised to {train.get('class_weight_power', 1)}, the audio "
+            "head on the means over the window counts the rounds end at; L2 penalties (audio "
+            f"{l2['audio']}, lyrics {l2['lyrics']}), temperatures and the listening plans by an inner "
+            f"{train.get('head_folds', '-')}-fold artist-grouped cross-validation; seed {meta.get('seed', '-')}. "
+            f"Trained with `{meta.get('trained_with', 'training/train.py')}`"
+            + (f" at commit {meta['git_commit'][:10]}" if meta.get("git_commit") else "") + "."), ""]
+        listening = meta.get("listening") or {}
+        if listening.get("plans"):
+            lines.append("## Listening plans (`listen:`; chosen by the inner cross-validation)")
+            for name, plan in listening["plans"].items():
+                row = next((r for r in listening.get("inner_cv") or []
+                            if r["max_windows"] == plan["max_windows"] and r["threshold"] == plan["threshold"]), {})
+                lines.append(f"- {name}: up to {plan['max_windows']} windows, another round while the top "
+                             f"probability is below {plan['threshold']:g}; inner CV {_pct(row.get('accuracy'))} at "
+                             f"{row.get('windows', float('nan')):.2f} windows a track")
+            lines.append("")
+    else:
+        lines += ["## Training", (
+            f"{audio}; {lyrics}; one linear layer over both; dropout {mc.dropout}. "
+            + ("AdamW" if train.get("optimizer") == "adamw"
+               else f"SGD (Nesterov momentum {train.get('momentum', '-')})")
+            + f", lr {train.get('lr', '-')}, weight decay {train.get('weight_decay', '-')}, "
+            f"batch {train.get('batch_size', '-')}, {meta.get('epochs_run', '-')} epochs run, best by "
+            f"{train.get('select', 'val_loss')}; audio crops of {train.get('crop_seconds', '-')} s; seed "
+            f"{meta.get('seed', '-')}. Trained with `{meta.get('trained_with', 'training/train.py')}`"
+            + (f" at commit {meta['git_commit'][:10]}" if meta.get("git_commit") else "") + "."), ""]
     dataset = meta.get("dataset") or {}
     if dataset:
         lines.append("## Data (examples per split)")
         for split in ("train", "valid", "test"):
             d = dataset.get(split) or {}
-            if d:
+            if d.get("examples"):
                 lines.append(f"- {split}: {d.get('examples', '-')} examples ({d.get('audio', '-')} with audio, "
                              f"{d.get('lyrics', '-')} with lyrics, {d.get('both', 0)} with both)")
         lines.append("")
@@ -101,11 +132,15 @@ def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
         lines.append("")
     per_genre = metrics.get("per_genre") or {}
     if per_genre.get("genres"):
+        tags = any("tag_precision" in row for row in per_genre["genres"].values())
         lines += [f"## Per genre, from audio ({per_genre.get('source', 'cross-validation')})",
-                  "| genre | labelled clips | CV recall | CV F1 | verdict |", "|---|---|---|---|---|"]
+                  "| genre | labelled clips | CV recall | CV F1 |" + (" tags written: right |" if tags else "")
+                  + " verdict |", "|---|---|---|---|" + ("---|" if tags else "") + "---|"]
         for genre, row in per_genre["genres"].items():
-            lines.append(f"| {genre} | {row.get('clips', '-')} | {_f(row.get('recall'))} | {_f(row.get('f1'))} | "
-                         f"{row.get('verdict', '-')} |")
+            written = (f" {row.get('tags_written') or 0}: {_pct(row.get('tag_precision'))} |"
+                       if tags and row.get("tags_written") else (" 0 |" if tags else ""))
+            lines.append(f"| {genre} | {row.get('clips', '-')} | {_f(row.get('recall'))} | {_f(row.get('f1'))} |"
+                         f"{written} {row.get('verdict', '-')} |")
         lines += [per_genre.get("rule", ""), ""]
     calibration = meta.get("calibration") or {}
     if calibration.get("temperature"):
@@ -113,7 +148,7 @@ def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
         lines += ["## Calibration",
                   f"{calibration.get('method', 'temperature scaling')}, fitted on the {calibration.get('fitted_on', '-')}: "
                   + ", ".join(f"{k} T={v:.2f}" for k, v in temps.items())
-                  + ". Expected calibration error (10 bins) before -> after:"]
+                  + (". Expected calibration error (10 bins) before -> after:" if calibration.get("ece") else ".")]
         for split, kinds in (calibration.get("ece") or {}).items():
             lines.append(f"- {split}: " + "; ".join(
                 f"{kind} {e['before']:.3f} -> {e['after']:.3f} ({e['n']} tracks)" for kind, e in kinds.items()))
@@ -168,6 +203,32 @@ def per_genre_from(cv: dict[str, Any], ckpt: Checkpoint, *, method: str = "probe
     return {"source": source, "genres": rows, "rule": VERDICT_RULE}
 
 
+def per_genre_from_windows(cv: dict[str, Any], ckpt: Checkpoint, *, plan: str = "balanced") -> dict[str, Any]:
+    """The card's per-genre table from ``benchmarks/cv_windows.py --json`` output: the
+    named plan's recall and F1, and the precision of the tags it writes at the plugin's
+    default ``min_confidence`` (pooled over every fold of every seed)."""
+    rows = {}
+    for genre, clips in cv["clips"].items():
+        recall, f1 = cv["recall"][plan].get(genre), cv["f1"][plan].get(genre)
+        tags = cv["tags"].get(genre) or {}
+        if genre not in ckpt.genres:
+            verdict = "not supported"
+        elif clips >= 20 and recall >= 0.6 and f1 >= 0.6:
+            verdict = "reliable"
+        else:
+            verdict = "weak"
+        rows[genre] = {"clips": clips, "recall": recall, "f1": f1, "verdict": verdict,
+                       "tag_precision": tags.get("precision"), "tags_written": tags.get("written")}
+    summary = cv["summary"]
+    source = (f"`python benchmarks/cv_windows.py`: {cv['folds']}-fold artist-grouped cross-validation over all "
+              f"labelled clips, fold seeds {', '.join(map(str, cv['seeds']))}, the {plan} plan, pooled; accuracy "
+              f"{_pct(summary[plan]['accuracy']['mean'])} at {summary[plan]['windows']['mean']:.2f} windows a track "
+              f"(fixed four windows {_pct(summary['fixed4']['mean'])}, plain probe {_pct(summary['probe']['mean'])}); "
+              f"at min_confidence 0.3 it tags {_pct(cv.get('tagged_share'))} of the clips and "
+              f"{_pct(cv.get('tag_precision'))} of its tags are right")
+    return {"source": source, "genres": rows, "rule": VERDICT_RULE}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="checkpoint to stamp (rewritten atomically)")
@@ -182,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-genre-method", default="probe",
                         help="which of cv_pool's methods the table shows (default: probe, the logistic "
                              "regression over musicnn's features that is also this model's audio head)")
+    parser.add_argument("--per-genre-windows", metavar="JSON",
+                        help="add the per-genre table from `benchmarks/cv_windows.py --json JSON` (instead of "
+                             "--per-genre)")
     parser.add_argument("--out", help="write here instead of over --model")
     args = parser.parse_args(argv)
     ckpt = load_checkpoint(args.model)
@@ -195,6 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         cv = json.loads(Path(args.per_genre).read_text(encoding="utf-8"))
         ckpt.metrics["per_genre"] = per_genre_from(cv, ckpt, method=args.per_genre_method)
+    if args.per_genre_windows:
+        import json
+
+        cv = json.loads(Path(args.per_genre_windows).read_text(encoding="utf-8"))
+        ckpt.metrics["per_genre"] = per_genre_from_windows(cv, ckpt)
     card = (ckpt.metadata.get("config") or {}).get("card")
     if args.config:
         from training.config import load_config

@@ -214,6 +214,9 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
             metrics=plain({"valid": val}))
         save_checkpoint(out / "model.pt", ckpt)
 
+    if t.frozen_heads:
+        return _train_frozen_heads(cfg, out, rt, data, model, metadata_base, started)
+
     # Linear probe (training/probe.py): the head fitted over the frozen inputs is "epoch 0".
     probe: dict[str, Any] = {}
     if t.linear_probe and not resume:
@@ -314,6 +317,26 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
         atomic_write_json(out / "metrics.json", plain(metrics))
         log.info("best epoch %d (%s %.4f); model: %s", state.best_epoch + 1, t.select, state.best_value,
                  out / "model.pt")
+    return metrics
+
+
+def _train_frozen_heads(cfg: TrainConfig, out: Path, rt: Runtime, data: TrainData, model: torch.nn.Module,
+                        metadata: dict[str, Any], started: float) -> dict[str, Any]:
+    """``train.frozen_heads``: the heads fitted on all the data (training/frozen_heads.py)."""
+    from training.frozen_heads import train_frozen_heads
+
+    if not rt.main:
+        return {}
+    heads = train_frozen_heads(cfg, out, data, model.cpu(), metadata)
+    table = data.table
+    metrics = {"frozen_heads": plain(heads), "seconds": round(time.perf_counter() - started, 1),
+               "dataset": plain({s: table.counts(s) for s in ("train", "valid", "test")}),
+               "genres": list(table.genres), "skipped": len(data.dataset.skipped) + len(table.dropped),
+               "vectors": plain(data.vector_stats), "prepare": plain(data.prepare_stats),
+               "prepared_folder": data.prepared_folder}
+    atomic_write_json(out / "metrics.json", plain(metrics))
+    log.info("heads fitted on all %d examples in %.0f s; model: %s", len(table), metrics["seconds"],
+             out / "model.pt")
     return metrics
 
 
