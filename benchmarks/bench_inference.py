@@ -12,8 +12,10 @@ prints, per data set:
 
 Both audio branches are timed (``--branch``): the paper's CNN at the paper's size
 (``ModelConfig()`` defaults, random weights: speed does not depend on them) on one
-30-s window, and the shipped default model itself (pretrained musicnn, 4 x 3 s
-windows at 16 kHz). These cold runs never read a feature cache.
+30-s window, and the shipped default model itself (pretrained musicnn, 3-s windows at
+16 kHz, heard in rounds: each listening plan, and side by side in the same run the
+same model hearing four windows, one per quarter, on every track, as 0.4.1 did; the
+naive path hears those four). These cold runs never read a feature cache.
 
 Then the warm re-tag (``--warm-tracks``, default: every real clip and full-length
 track in ../shared/data, 477 files): a beets library of copies of them, one
@@ -70,6 +72,17 @@ def make_model(path: Path, branch: str) -> None:
 
         shutil.copyfile(default_model_path(), path)
         return
+    if branch == "musicnn-fixed4":  # the same model hearing four windows, one per quarter, every track (0.4.1's)
+        from dataclasses import replace
+
+        from mmgenre_core.checkpoint import load_checkpoint, save_checkpoint
+        from mmgenre_core.predict import default_model_path
+
+        ckpt = load_checkpoint(default_model_path())
+        ckpt.audio_config = replace(ckpt.audio_config, num_windows=4, window_order=(), window_rounds=())
+        ckpt.metadata.pop("listening", None)
+        save_checkpoint(path, ckpt)
+        return
 
     from mmgenre_core.checkpoint import Checkpoint, save_checkpoint
     from mmgenre_core.config import ModelConfig, TextConfig
@@ -93,19 +106,26 @@ def child(mode: str, model_path: str, files: list[str], repeat: int, device: str
     from mmgenre_core.audio import load_windows
     from mmgenre_core.predict import GenreClassifier
 
-    # "mmgenre-torch": the same pipeline with musicnn in torch instead of ONNX Runtime.
+    # "mmgenre-torch": the same pipeline with musicnn in torch instead of ONNX Runtime;
+    # "mmgenre-fast"/"-thorough": another listening plan (mmgenre: the default, balanced).
     clf = GenreClassifier.load(model_path, device=device, onnx=mode != "mmgenre-torch")
+    listen = mode.split("-")[1] if mode in ("mmgenre-fast", "mmgenre-thorough") else "balanced"
     work = files * repeat
     # Warm up kernels and the decoder outside the timed region.
     clf.predict(files[:2], batch_size=2)
     start = time.perf_counter()
-    if mode in ("mmgenre", "mmgenre-torch"):
-        results = clf.predict(work, batch_size=batch_size)
+    heard = None
+    if mode.startswith("mmgenre"):
+        results = clf.predict(work, batch_size=batch_size, listen=listen)
         assert all(r.ok for r in results), [r.error for r in results if not r.ok]
-    elif mode == "decode":
+        heard = sum(r.windows for r in results) / len(results)
+    elif mode == "decode":  # the first round's windows (all of a model that hears every window at once)
+        from mmgenre_core.audio import listening_order
+
+        order, ends = listening_order(clf.audio_config)
         torch.set_num_threads(1)
         for f in work:
-            load_windows(f, config=clf.audio_config)
+            load_windows(f, config=clf.audio_config, slots=order[:ends[0]])
     elif mode == "naive":
         import librosa
 
@@ -127,7 +147,8 @@ def child(mode: str, model_path: str, files: list[str], repeat: int, device: str
         raise ValueError(mode)
     elapsed = time.perf_counter() - start
     return {"mode": mode, "tracks": len(work), "seconds": elapsed, "tracks_per_s": len(work) / elapsed,
-            "s_per_track": elapsed / len(work), "peak_rss_mb": peak_rss_mb(), "device": str(clf.device)}
+            "s_per_track": elapsed / len(work), "peak_rss_mb": peak_rss_mb(), "device": str(clf.device),
+            "windows_per_track": heard}
 
 
 # --------------------------------------------------------------------------- #
@@ -240,10 +261,21 @@ def main() -> None:
         for branch in branches:
             model_path = Path(tmp) / f"{branch}.pt"
             make_model(model_path, branch)
+            fixed4 = Path(tmp) / "musicnn-fixed4.pt"
+            if branch == "musicnn":
+                make_model(fixed4, "musicnn-fixed4")
             for name, files in datasets().items():
-                modes = ("mmgenre", "mmgenre-torch", "decode", "naive") if branch == "musicnn" else \
-                    ("mmgenre", "decode", "naive")
-                res = {m: run_child(m, model_path, files, args) for m in modes}
+                modes = ("mmgenre", "mmgenre-fast", "mmgenre-thorough", "mmgenre-torch", "decode") \
+                    if branch == "musicnn" else ("mmgenre", "decode", "naive")
+                # Listening in rounds against fixed four windows, side by side in the same run
+                # (interleaved, so a slower minute of the machine hits both).
+                res = {}
+                for m in modes:
+                    res[m] = run_child(m, model_path, files, args)
+                    if m == "mmgenre" and branch == "musicnn":
+                        res["fixed4"] = run_child("mmgenre", fixed4, files, args)
+                if branch == "musicnn":
+                    res["naive"] = run_child("naive", fixed4, files, args)
                 rows.append({"branch": branch, "data": name, "files": len(files), **{m: r for m, r in res.items()},
                              "speedup_vs_naive": res["mmgenre"]["tracks_per_s"] / res["naive"]["tracks_per_s"]})
     print(f"\ndevice: {rows[0]['mmgenre']['device']}, cores: {os.cpu_count()}, batch size {args.batch_size}, "
@@ -257,6 +289,14 @@ def main() -> None:
             print(f"({r['data']}: musicnn in torch instead of ONNX Runtime: {r['mmgenre-torch']['tracks_per_s']:.1f} "
                   f"tracks/s, peak {r['mmgenre-torch']['peak_rss_mb']:.0f} MB; ONNX Runtime is "
                   f"{r['mmgenre']['tracks_per_s'] / r['mmgenre-torch']['tracks_per_s']:.2f}x)")
+    for r in rows:
+        if "fixed4" in r:
+            print(f"({r['data']}: listening in rounds, tracks/s (windows a track): balanced "
+                  f"{r['mmgenre']['tracks_per_s']:.1f} ({r['mmgenre']['windows_per_track']:.2f}), fast "
+                  f"{r['mmgenre-fast']['tracks_per_s']:.1f} ({r['mmgenre-fast']['windows_per_track']:.2f}), thorough "
+                  f"{r['mmgenre-thorough']['tracks_per_s']:.1f} ({r['mmgenre-thorough']['windows_per_track']:.2f}); "
+                  f"fixed four windows {r['fixed4']['tracks_per_s']:.1f}: balanced is "
+                  f"{r['mmgenre']['tracks_per_s'] / r['fixed4']['tracks_per_s']:.2f}x)")
     for r in rows:
         print(f"| {r['branch']} | {r['data']} | {r['mmgenre']['tracks']} | {r['mmgenre']['tracks_per_s']:.1f} | "
               f"{r['decode']['s_per_track']:.3f} | {r['naive']['tracks_per_s']:.2f} | {r['speedup_vs_naive']:.1f}x | "
