@@ -1,41 +1,48 @@
-"""The default model shipped in the package, on real clips and lyrics it never saw."""
+"""The default model shipped in the package, and its recipe on real clips and songs it never saw.
+
+The shipped model was fitted on every labelled clip and song (nothing is held out of
+it: cross-validation is its estimate). So quality is tested on the recipe: the same
+heads (training/window_head.py, training/frozen_heads.py, the default config's
+settings) fitted on the artists of four folds of five and scored on the artists of the
+fifth, as the shipped model hears a track (its own listening plans, its backbone).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import Counter
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from mmgenre_core.audio import listening_order, load_windows
 from mmgenre_core.checkpoint import load_checkpoint
 from mmgenre_core.cli import main as cli_main
 from mmgenre_core.predict import GenreClassifier, default_model_path
 
 from .conftest import DATA_DIR
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 #: The genres the shipped model learnt from real audio (Emotify, GTZAN, FMA sample).
 AUDIO_GENRES = ["Blues", "Classical", "Country", "Electronic", "Hip-Hop", "International", "Jazz", "Pop", "Rock",
                 "Soul-RnB"]
 
 
 @pytest.fixture(scope="module")
-def held_out():
-    """The default config's own artist-disjoint test split: examples the model never trained on."""
-    from training.config import load_config
-    from training.datasets import build_dataset
-
-    cfg = load_config(os.path.join(ROOT, "training", "configs", "default_model.json"),
-                      [f"data_root={DATA_DIR}"])
-    test = build_dataset(cfg).split("test")
-    return [e for e in test if e.has_audio], [e for e in test if e.has_lyrics]
+def clf():
+    return GenreClassifier.load(device="cpu")
 
 
 @pytest.fixture(scope="module")
-def clf():
-    return GenreClassifier.load(device="cpu")
+def cfg():
+    from training.config import load_config
+
+    return load_config(ROOT / "training" / "configs" / "default_model.json", [f"data_root={DATA_DIR}"])
 
 
 def test_shipped_checkpoint_is_small_and_weights_only():
@@ -45,157 +52,202 @@ def test_shipped_checkpoint_is_small_and_weights_only():
     raw = torch.load(path, weights_only=True)
     assert raw["format"] == "mmgenre-checkpoint"
     ckpt = load_checkpoint(path)
-    assert set(AUDIO_GENRES) <= set(ckpt.genres)
+    assert ckpt.genres == AUDIO_GENRES
     assert "Known limits" in ckpt.metadata["model_card"] and "Licences" in ckpt.metadata["model_card"]
 
 
-def test_shipped_model_listens_with_the_frozen_pretrained_musicnn():
+def test_shipped_model_listens_with_the_frozen_pretrained_musicnn_in_rounds(clf):
     from mmgenre_core.musicnn import load_pretrained
 
     ckpt = load_checkpoint(default_model_path())
     mc = ckpt.model_config
     assert mc.audio_branch == "musicnn" and not mc.musicnn_finetune and mc.lyrics_bow
     assert ckpt.audio_config.scale == "musicnn" and ckpt.audio_config.sample_rate == 16000
-    # Frozen in training: the checkpoint carries musicnn's MSD weights unchanged.
     for k, v in load_pretrained().state_dict().items():
         assert torch.equal(ckpt.state_dict[f"cnn.backbone.{k}"], v), k
+    # Two windows first, five or twelve while unsure (benchmarks/cv_windows.py chose the plans).
+    assert listening_order(ckpt.audio_config)[1] == [2, 5, 12]
+    assert clf.plans["fast"].max_windows == 2
+    assert clf.plans["balanced"].max_windows == 5 and 0.3 <= clf.plans["balanced"].threshold <= 0.9
+    assert clf.plans["thorough"].max_windows == 12
 
 
+# --------------------------------------------------------------- audio: the recipe on unseen artists
 @pytest.fixture(scope="module")
-def held_out_answers(clf, held_out):
-    """The shipped model's top 3 (audio alone, as a library is tagged) on every held-out clip."""
-    audio, _ = held_out
-    results = clf.predict([e.path for e in audio], use_lyrics=False, top_k=3)
-    assert all(r.ok for r in results)
-    return [(e.genre, [g.genre for g in r.genres]) for e, r in zip(audio, results)]
+def held_out_audio(clf, cfg):
+    """The audio recipe fitted on four folds of artists and heard on the fifth.
 
-
-def test_held_out_clips_get_sensible_genres(held_out_answers):
-    """All 61 clips of the artist-disjoint test split (8 genres; the model answers 10).
-
-    Measured with the shipped model (0.4.1, as 0.4.0): top-1 0.656, top-3 0.869.
+    Every labelled clip's features at the balanced plan's windows (the first five in
+    listening order: what that plan can hear), through the shipped model's backbone;
+    genres with fewer than 5 training clips are left out of the fit, as training does.
+    Returns (truth, answered genre, windows heard) for the held-out clips.
     """
-    n = len(held_out_answers)
-    top1 = sum(truth == top[0] for truth, top in held_out_answers) / n
-    top3 = sum(truth in top for truth, top in held_out_answers) / n
-    assert n >= 50
-    assert top1 >= 0.55, f"top-1 {top1:.2f}"
-    assert top3 >= 0.78, f"top-3 {top3:.2f}"
+    from benchmarks.cv_lyrics import fold_splits
+    from benchmarks.cv_pool import load_pool
+    from mmgenre_core.native_stderr import filtered_native_stderr
+    from training.window_head import fit_window_head, listen
+
+    pool = load_pool(DATA_DIR)
+    order, ends = listening_order(clf.audio_config)
+    heard = clf.plans["balanced"].max_windows
+    feats = np.full((len(pool), clf.audio_config.num_windows, clf.audio_dim), np.nan, np.float32)
+    with filtered_native_stderr():
+        for i, clip in enumerate(pool):
+            f = clf._audio_features([load_windows(clip["path"], config=clf.audio_config,
+                                                  slots=order[:heard])])[0].numpy()
+            if f.shape[0] == 1:
+                feats[i, 0] = f[0]  # a clip too short for more than one window
+            else:
+                feats[i, order[:heard]] = f
+    genres = [c["genre"] for c in pool]
+    artists = [c["artist"] for c in pool]
+    split = fold_splits(genres, artists, folds=5, seed=0, valid_parts=7)[0]
+    fit = [i for i, s in enumerate(split) if s != "test"]
+    enough = sorted(g for g, n in Counter(genres[i] for i in fit).items() if n >= cfg.data.min_train_examples)
+    fit = [i for i in fit if genres[i] in enough]
+    test = [i for i, s in enumerate(split) if s == "test"]
+    assert not {artists[i] for i in fit} & {artists[i] for i in test}
+    t = cfg.train
+    counts = [c for c in ends if c <= heard]
+    head, _ = fit_window_head(feats[fit], np.array([enough.index(genres[i]) for i in fit]),
+                              [artists[i] for i in fit], order=order, counts=counts, n_classes=len(enough),
+                              l2_grid=t.probe_l2, power=t.class_weight_power, inner_folds=t.head_folds,
+                              seed=cfg.seed)
+    from mmgenre_core.listening import window_count_rows
+
+    rows = window_count_rows(feats[test], order, counts)
+    probs = np.stack([head.probabilities(rows[:, k]) for k in range(len(counts))], axis=1)
+    chosen, windows = listen(probs, clf.plans["balanced"], counts=counts)
+    return [genres[i] for i in test], [enough[j] for j in chosen.argmax(1)], windows
 
 
-# Per genre of the held-out split: the least share of its clips whose top-1 must be the
-# true genre (measured recall in the comment), or for the genres with one or two held-out
-# clips, that the true genre is among the top 3.
-PER_GENRE_TOP1 = [
-    ("Classical", 0.85),   # measured 17/17
-    ("Electronic", 0.7),   # 9/10
-    ("Jazz", 0.4),         # 3/5
-    ("Rock", 0.3),         # 6/13 (Rock and Pop clips of Emotify go to Electronic)
-    ("Pop", 0.25),         # 5/12
-]
-PER_GENRE_TOP3 = ["Blues", "Country", "Soul-RnB"]  # 2, 1 and 1 held-out clips, each in the top 3
+def test_held_out_artists_get_sensible_genres(held_out_audio):
+    """96 clips of artists the fit never heard (fold 0 of benchmarks/cv_windows.py's seed 0).
+
+    Measured: accuracy 0.833 at 2.84 windows a clip (cv_windows.py: 76.7% over all 15 folds;
+    this fold is one of the easier ones).
+    """
+    truth, said, windows = held_out_audio
+    accuracy = np.mean([a == b for a, b in zip(truth, said)])
+    assert len(truth) >= 90
+    assert accuracy >= 0.72, accuracy
+    assert 2.0 < windows.mean() < 4.0, windows.mean()
 
 
-@pytest.mark.parametrize("genre, minimum", PER_GENRE_TOP1)
-def test_held_out_clips_of_each_genre(held_out_answers, genre, minimum):
-    answers = [top for truth, top in held_out_answers if truth == genre]
+# Least recall per genre with at least 5 clips held out; measured: Classical 23/23,
+# Electronic 14/14, Blues 12/12, Rock 14/18, Pop 11/16, Jazz 3/5.
+PER_GENRE_RECALL = [("Classical", 0.85), ("Electronic", 0.75), ("Blues", 0.7), ("Rock", 0.55), ("Pop", 0.45),
+                    ("Jazz", 0.4)]
+
+
+@pytest.mark.parametrize("genre, minimum", PER_GENRE_RECALL)
+def test_held_out_artists_of_each_genre(held_out_audio, genre, minimum):
+    truth, said, _ = held_out_audio
+    answers = [s for t, s in zip(truth, said) if t == genre]
     assert len(answers) >= 5, f"only {len(answers)} held-out {genre} clips"
-    recall = sum(top[0] == genre for top in answers) / len(answers)
-    assert recall >= minimum, (genre, recall, Counter(top[0] for top in answers))
-
-
-@pytest.mark.parametrize("genre", PER_GENRE_TOP3)
-def test_held_out_clips_of_small_genres_are_in_the_top_three(held_out_answers, genre):
-    answers = [top for truth, top in held_out_answers if truth == genre]
-    assert answers, f"no held-out {genre} clip"
-    assert all(genre in top for top in answers), answers
+    recall = sum(a == genre for a in answers) / len(answers)
+    assert recall >= minimum, (genre, recall, Counter(answers))
 
 
 def test_full_length_tracks(clf):
     """The seven full-length songs (2.5-5 min, Ogg Vorbis): three heavy rock/metal songs
-    and four electronic/ambient tracks, labelled by ear (data README)."""
+    and four electronic/ambient tracks, labelled by ear (data README).
+
+    Measured (balanced): the four electronic tracks Electronic; the metal songs are unlike
+    every training genre and come out Rock 0.47, Country 0.35 and Electronic 0.56 (a known
+    limit in the card); heard thoroughly, Rock is in the top three of each.
+    """
     tracks = sorted((DATA_DIR / "full_tracks").glob("*.ogg"))
     assert len(tracks) == 7
-    results = clf.predict([str(t) for t in tracks], use_lyrics=False, top_k=2)
-    expected = ["Rock" if t.name.startswith("muldjord") else "Electronic" for t in tracks]
+    results = clf.predict([str(t) for t in tracks], top_k=3)
     assert all(r.ok for r in results)
-    top1 = [r.genres[0].genre for r in results]
-    # Measured: 6 of 7 (the third metal song is Electronic 0.38, Rock 0.28), all in the top 2.
-    assert sum(a == b for a, b in zip(top1, expected)) >= 5, list(zip(top1, expected))
-    assert all(e in [g.genre for g in r.genres] for r, e in zip(results, expected)), top1
+    for t, r in zip(tracks, results):
+        if not t.name.startswith("muldjord"):
+            assert r.top.genre == "Electronic", (t.name, r.genres)
+    thorough = clf.predict([str(t) for t in tracks if t.name.startswith("muldjord")], top_k=3, listen="thorough")
+    for r in thorough:
+        assert r.windows == 12 or r.top.confidence >= clf.plans["thorough"].threshold
+        assert "Rock" in [g.genre for g in r.genres], r.genres
 
 
-def test_shipped_model_is_calibrated_on_validation_data():
-    """Temperatures fitted on the validation split (training/calibrate.py), and the card says so."""
+def test_shipped_model_is_calibrated_out_of_fold():
+    """Temperatures fitted on the inner cross-validation's out-of-fold answers, and the card says so."""
     ckpt = load_checkpoint(default_model_path())
     calibration = ckpt.metadata["calibration"]
-    assert calibration["fitted_on"] == "validation split"
+    assert calibration["fitted_on"].startswith("out-of-fold answers")
     assert set(calibration["temperature"]) == {"audio", "lyrics", "both"}
     assert all(0.2 <= t <= 5 for t in calibration["temperature"].values())
-    for split in ("valid", "test"):
-        for kind in ("audio", "lyrics"):
-            e = calibration["ece"][split][kind]
-            assert e["n"] >= 50 and 0 <= e["after"] < 0.3, (split, kind, e)
     assert "## Calibration" in ckpt.metadata["model_card"]
 
 
-def test_lyrics_alone_matches_tfidf_logistic_regression_within_noise(clf, held_out):
-    """The HAN + bag-of-words branch, alone, against the classic baseline trained on the
-    same training lyrics (benchmarks/baselines.py's), on the shipped model's own split.
+# --------------------------------------------------------------- lyrics: the recipe on unseen artists
+@pytest.fixture(scope="module")
+def lyrics_split(cfg):
+    from benchmarks.cv_lyrics import fold_splits
+    from training.datasets import artist_group, build_dataset
 
-    Measured with 0.4.1 (as 0.4.0): accuracy 53.8% against 55.0%, macro-F1 0.285 against 0.308 on
-    these 80 songs (0.3.0: 55.0% and 0.319). One split of 80 songs has a standard error of
-    about 5.6 points in accuracy (one song is 1.25) and about 0.04 in macro-F1, so the
-    model must be within one standard error on accuracy and 0.03 on macro-F1; a broken
-    lyrics branch (e.g. the wrong bag-of-words scaling) lands far below.
+    songs = [e for e in build_dataset(cfg).examples if e.has_lyrics]
+    split = fold_splits([e.genre for e in songs], [artist_group(e) for e in songs], folds=5, seed=0,
+                        valid_parts=7)[0]
+    train = [e for e, s in zip(songs, split) if s != "test"]
+    test = [e for e, s in zip(songs, split) if s == "test" and e.genre in {t.genre for t in train}]
+    return train, test
+
+
+def test_lyrics_recipe_matches_tfidf_logistic_regression_within_noise(clf, cfg, lyrics_split):
+    """The shipped lyrics recipe (training/frozen_heads.py's bag-of-words head, L2 by inner
+    grouped CV) against TF-IDF (1-2 grams) + LogReg on the same artist-disjoint split.
+
+    The bag's vocabulary and idf are the shipped model's (from all the songs: a word
+    list, no labels). One split of ~110 songs has a standard error of about 5 points;
+    the recipe must be within one standard error on accuracy and 0.04 on macro-F1.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
     from sklearn.pipeline import make_pipeline
-    from training.config import load_config
-    from training.datasets import build_dataset
 
-    cfg = load_config(os.path.join(ROOT, "training", "configs", "default_model.json"), [f"data_root={DATA_DIR}"])
-    train = [e for e in build_dataset(cfg).split("train") if e.has_lyrics]
-    _, lyrics = held_out
-    lyrics = [e for e in lyrics if e.genre in {t.genre for t in train}]
+    from mmgenre_core.text import encode_batch
+    from training.datasets import artist_group
+    from training.frozen_heads import fit_lyrics_head
+
+    train, test = lyrics_split
+    genres = sorted({e.genre for e in train})
+
+    def bag(songs):
+        ids, mask, _ = encode_batch([e.lyrics for e in songs], vocab=clf.vocab, config=clf.text_config)
+        with torch.inference_mode():
+            return clf.model.bow(ids, mask).float()
+
+    t = cfg.train
+    head = fit_lyrics_head(bag(train), np.array([genres.index(e.genre) for e in train]),
+                           np.array([artist_group(e) for e in train]), n_classes=len(genres), l2_grid=t.lyrics_l2,
+                           power=t.class_weight_power, folds=t.head_folds, seed=cfg.seed, max_iter=t.probe_max_iter)
+    ours = [genres[j] for j in (bag(test) @ head["weight"].T + head["bias"]).argmax(1).tolist()]
     baseline = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
                              LogisticRegression(max_iter=5000, C=10.0))
     baseline.fit([e.lyrics for e in train], [e.genre for e in train])
-    truth = [e.genre for e in lyrics]
-    theirs = list(baseline.predict([e.lyrics for e in lyrics]))
-    ours = [r.genres[0].genre for r in clf.predict_lyrics([e.lyrics for e in lyrics], top_k=1)]
-    base_acc = sum(p == t for p, t in zip(theirs, truth)) / len(truth)
-    our_acc = sum(p == t for p, t in zip(ours, truth)) / len(truth)
+    theirs = list(baseline.predict([e.lyrics for e in test]))
+    truth = [e.genre for e in test]
+    base_acc = np.mean([p == g for p, g in zip(theirs, truth)])
+    our_acc = np.mean([p == g for p, g in zip(ours, truth)])
     standard_error = (base_acc * (1 - base_acc) / len(truth)) ** 0.5
     assert our_acc >= base_acc - standard_error, (our_acc, base_acc, standard_error)
     base_f1 = f1_score(truth, theirs, average="macro", zero_division=0)
     our_f1 = f1_score(truth, ours, average="macro", zero_division=0)
-    assert our_f1 >= base_f1 - 0.03, (our_f1, base_f1)
+    assert our_f1 >= base_f1 - 0.04, (our_f1, base_f1)
 
 
-def test_lyrics_alone_is_better_than_a_constant_guess(clf, held_out):
-    """Lyrics alone must discriminate: its macro-F1 (measured 0.32) far beats always
-    answering the majority genre (0.056), and it answers several genres."""
-    from sklearn.metrics import f1_score
-
-    _, lyrics = held_out
-    assert len(lyrics) >= 40
-    truth = [e.genre for e in lyrics]
-    results = clf.predict_lyrics([e.lyrics for e in lyrics], top_k=1)
-    predicted = [r.genres[0].genre for r in results]
-    majority = Counter(truth).most_common(1)[0][0]
-    model_f1 = f1_score(truth, predicted, average="macro", zero_division=0)
-    constant_f1 = f1_score(truth, [majority] * len(truth), average="macro", zero_division=0)
-    assert len(set(predicted)) >= 3
-    assert model_f1 > 3 * constant_f1, (model_f1, constant_f1)
+def test_lyrics_alone_answers_several_genres(clf, lyrics_split):
+    """The shipped lyrics head must discriminate: on real songs it answers several genres."""
+    _, test = lyrics_split
+    predicted = [r.genres[0].genre for r in clf.predict_lyrics([e.lyrics for e in test], top_k=1)]
+    assert len(set(predicted)) >= 4, Counter(predicted)
 
 
-def test_track_with_lyrics_without_and_lyrics_alone(clf, held_out, tmp_path, capsys):
-    audio, lyrics = held_out
-    clip = audio[0].path
-    text = lyrics[0].lyrics
+def test_track_with_lyrics_without_and_lyrics_alone(clf, lyrics_split, capsys):
+    clip = str(sorted((DATA_DIR / "gtzan").rglob("*.mp3"))[0])
+    text = lyrics_split[1][0].lyrics
     with_lyrics = clf.predict([clip], lyrics=[text], top_k=len(clf.genres))[0]
     without = clf.predict([clip], use_lyrics=False, top_k=len(clf.genres))[0]
     alone = clf.predict_lyrics([text], top_k=len(clf.genres))[0]
@@ -208,16 +260,42 @@ def test_track_with_lyrics_without_and_lyrics_alone(clf, held_out, tmp_path, cap
     assert cli_main(["predict", "--json", "--no-lyrics", clip]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["error"] is None and rec["genres"][0]["genre"] == without.genres[0].genre
+    assert rec["windows"] == without.windows >= 2
+
+
+def test_a_lyrics_only_row_gets_the_lyrics_head_bias(clf):
+    """The fused layer holds both heads: a row without audio reads the learned "no audio"
+    vector, set so that the audio columns give the lyrics head's bias there (frozen_heads)."""
+    blocks = {b.name: b for b in clf.model.head_blocks()}
+    a = blocks["audio"]
+    weight = clf.model.classifier.weight.detach()
+    lyrics_bias = weight[:, a.start:a.stop] @ clf.model.no_audio.detach() + clf.model.classifier.bias.detach()
+    empty = clf.predict_lyrics([None], top_k=len(clf.genres))[0]
+    expected = torch.softmax(lyrics_bias / clf.temperatures["lyrics"], dim=0)
+    got = torch.tensor([empty.probabilities[g] for g in clf.genres])
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.count_nonzero(weight[:, blocks["han"].start:blocks["han"].stop]) == 0  # the HAN is unused
 
 
 def test_info_prints_the_model_card(capsys):
     assert cli_main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "Genres it can output" in out and "Held-out test split" in out
+    assert "Genres it can output" in out and "## Listening plans" in out
     assert "audio musicnn (MSD-pretrained, frozen" in out and "TF-IDF bag of words" in out
-    # The model beside the baselines on its own split (model_card.py --comparison), the
-    # per-genre table from cross-validation (--per-genre) and the calibration.
-    assert "Compared with classic baselines" in out
-    for row in ("musicnn audio branch", "MFCC stats + logistic regression", "TF-IDF + logistic regression",
-                "| Classical | 116 |", "| Folk | 1 |", "not supported", "## Calibration"):
+    for row in ("cv_windows.py", "| Classical | 116 |", "| Folk | 1 |", "not supported", "## Calibration",
+                "fast: up to 2 windows", "balanced: up to 5 windows", "thorough: up to 12 windows"):
         assert row in out, row
+
+
+def test_the_default_config_ships_what_cross_validation_measured(cfg):
+    """The config is the one benchmarks/cv_windows.py measured: its windows, rounds, grid."""
+    from benchmarks.cv_windows import DEFAULT_BUDGET, L2_GRID, MIN_TRAIN_CLIPS
+
+    t = cfg.train
+    assert t.frozen_heads and cfg.data.valid_fraction == 0 and cfg.data.test_fraction == 0
+    assert tuple(t.probe_l2) == L2_GRID and t.listen_budget == DEFAULT_BUDGET
+    assert cfg.data.min_train_examples == MIN_TRAIN_CLIPS
+    results = json.loads((ROOT / "benchmarks" / "results" / "cv_windows.json").read_text(encoding="utf-8"))
+    audio = cfg.audio_config()
+    assert results["order"] == list(audio.window_order) and results["counts"] == list(audio.window_rounds)
+    assert os.path.getsize(ROOT / "benchmarks" / "results" / "cv_windows.png") > 10_000

@@ -29,17 +29,6 @@ GENRE_MAP = {"Blues": "blues", "Classical": "classical", "Country": "country", "
              "International": "international"}
 
 
-def default_model_training_clips() -> set[str]:
-    """Resolved paths of the clips in the shipped model's training split (its config's own split)."""
-    from training.config import load_config
-    from training.datasets import build_dataset
-
-    config = load_config(Path(__file__).resolve().parents[1] / "training" / "configs" / "default_model.json",
-                         [f"data_root={DATA_DIR}"])
-    dataset = build_dataset(config, load_lyrics=False)
-    return {os.path.realpath(e.path) for e in dataset.examples if e.split == "train" and e.path}
-
-
 class LearnTest(MMGenrePluginMixin, IOMixin, PluginTestHelper):
     @pytest.fixture(autouse=True)
     def _learn_setup(self, _mmgenre_setup, tmp_path):
@@ -86,20 +75,16 @@ class TestLearnOnARealLibrary(LearnTest):
         assert ckpt.metadata["base_model"] == load_checkpoint(default_model_path()).model_id
         assert "learnt 11 genres" in ckpt.metadata["model_card"]
 
-        # The shipped model trained on about 70% of these very clips, which flatters it; the
-        # clips of its validation and test splits are new to both models.
-        trained_on = default_model_training_clips()
-        fair_ids = {i for i, path in source.items() if path not in trained_on}
-
+        # The shipped model trained on every one of these clips (0.5 holds nothing out), which
+        # flatters it on them: the learnt head heard only the tagged 60%.
         def heldout_accuracy() -> tuple[float, float, int]:
-            """Top genre right: over all held-out tracks, over those the shipped model never
-            trained on, and how many those are."""
+            """Top genre right: over the held-out tracks, and over those of genres the shipped
+            model has no word for (metal, disco, reggae ...), and how many those are."""
             items = list(self.lib.items("heldout:yes"))
             assert len(items) == len(rows) - tagged.sum()
             right = {it.id: list(it.genres)[:1] == [truth[it.id]] for it in items}
-            fair = [right[i] for i in right if i in fair_ids]
-            assert len(fair) >= 40
-            return float(np.mean(list(right.values()))), float(np.mean(fair)), len(fair)
+            new_words = [right[it.id] for it in items if truth[it.id] not in GENRE_MAP.values()]
+            return float(np.mean(list(right.values()))), float(np.mean(new_words)), len(new_words)
 
         # The other 40% with the learnt model (features from the cache: nothing is decoded)...
         self.config["mmgenre"]["model"] = str(saved)
@@ -113,14 +98,14 @@ class TestLearnOnARealLibrary(LearnTest):
         self.mmgenre.__dict__.pop("classifier", None)
         self.run_with_output("mmgenre", "-f", "heldout:yes")
         default = heldout_accuracy()
-        print(f"held-out 40%: learnt {learnt[0]:.3f}, default through genre_map {default[0]:.3f}; "
-              f"on the {learnt[2]} the default never trained on: {learnt[1]:.3f} against {default[1]:.3f}")
-        # Measured 2026-12-02 (default model 0.4.1, features from ONNX Runtime): learnt 0.824,
-        # default 0.790; on the 71 held-out clips the default never trained on, 0.676 against
-        # 0.606 (48 and 43 right; metal, disco and reggae are words only the learnt model has).
-        assert learnt[0] >= 0.77
-        assert learnt[0] >= default[0] + 0.01
-        assert learnt[1] >= default[1] + 0.03
+        print(f"held-out 40%: learnt {learnt[0]:.3f}, default through genre_map {default[0]:.3f}; on the "
+              f"{learnt[2]} of genres only the learnt model has: {learnt[1]:.3f} against {default[1]:.3f}")
+        # Measured 2026-12-05 (default model 0.5.0): learnt 0.848, default 0.881 (which trained on
+        # these clips); on the 11 tracks of metal, disco and reggae: 0.455 (5 right) against 0.
+        assert learnt[0] >= 0.78
+        assert learnt[0] >= default[0] - 0.07  # within reach of a model that heard the answers
+        assert learnt[2] >= 10 and default[1] == 0.0
+        assert learnt[1] >= 0.3
 
 
 class TestLearnGuardRails(LearnTest):
