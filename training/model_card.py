@@ -185,19 +185,21 @@ VERDICT_RULE = ("Verdict: reliable = at least 20 labelled clips and CV recall an
                 "answers it but below that; not supported = the model cannot answer it from audio.")
 
 
+def verdict(genre: str, ckpt: Checkpoint, *, clips: int, recall: float, f1: float) -> str:
+    """:data:`VERDICT_RULE` for one genre."""
+    if genre not in ckpt.genres:
+        return "not supported"
+    return "reliable" if clips >= 20 and recall >= 0.6 and f1 >= 0.6 else "weak"
+
+
 def per_genre_from(cv: dict[str, Any], ckpt: Checkpoint, *, method: str = "probe") -> dict[str, Any]:
     """The card's per-genre table from ``benchmarks/cv_pool.py --json`` output."""
     m = cv["methods"][method]
     rows = {}
     for genre, clips in cv["genres"].items():
         recall, f1 = m["per_genre_recall"].get(genre), m["per_genre_f1"].get(genre)
-        if genre not in ckpt.genres:
-            verdict = "not supported"
-        elif clips >= 20 and recall >= 0.6 and f1 >= 0.6:
-            verdict = "reliable"
-        else:
-            verdict = "weak"
-        rows[genre] = {"clips": clips, "recall": recall, "f1": f1, "verdict": verdict}
+        rows[genre] = {"clips": clips, "recall": recall, "f1": f1,
+                       "verdict": verdict(genre, ckpt, clips=clips, recall=recall, f1=f1)}
     source = (f"`{cv.get('command', 'python benchmarks/cv_pool.py')}`: {cv['folds']}-fold artist-grouped "
               f"cross-validation over all {cv['clips']} labelled clips, method {method!r}")
     return {"source": source, "genres": rows, "rule": VERDICT_RULE}
@@ -211,13 +213,8 @@ def per_genre_from_windows(cv: dict[str, Any], ckpt: Checkpoint, *, plan: str = 
     for genre, clips in cv["clips"].items():
         recall, f1 = cv["recall"][plan].get(genre), cv["f1"][plan].get(genre)
         tags = cv["tags"].get(genre) or {}
-        if genre not in ckpt.genres:
-            verdict = "not supported"
-        elif clips >= 20 and recall >= 0.6 and f1 >= 0.6:
-            verdict = "reliable"
-        else:
-            verdict = "weak"
-        rows[genre] = {"clips": clips, "recall": recall, "f1": f1, "verdict": verdict,
+        rows[genre] = {"clips": clips, "recall": recall, "f1": f1,
+                       "verdict": verdict(genre, ckpt, clips=clips, recall=recall, f1=f1),
                        "tag_precision": tags.get("precision"), "tags_written": tags.get("written")}
     summary = cv["summary"]
     source = (f"`python benchmarks/cv_windows.py`: {cv['folds']}-fold artist-grouped cross-validation over all "
