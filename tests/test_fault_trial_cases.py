@@ -297,7 +297,7 @@ def test_6_ctrl_c_during_beet_mmgenre_exits_130_in_step(tmp_path, data_dir):
     from .test_hostile_plugin import real_library
 
     env = beets_env(tmp_path, default_model_path())
-    real_library(tmp_path, env, 16)
+    real_library(tmp_path, env, 64)  # the run must outlast the signal: 16 clips now take 1 s
     proc = beet(env, "mmgenre", "-f", start_new_session=True)
     _first_mark(tmp_path, proc)
     os.killpg(proc.pid, signal.SIGINT)
@@ -497,6 +497,7 @@ class TestOneLine(TrialTest):
                                                      "batch_size: must be a whole number from 1 to 1024, not 0",
                                                      "count: must be a whole number of at least 1, not 'two'"]),
     ("[1, 2, 3]", ["the mmgenre section in"]),
+    ("{listen: slow}", ["listen: must be fast, balanced or thorough, not 'slow'"]),
 ])
 def test_12_a_bad_option_is_one_line_each_and_beet_still_runs(tmp_path, data_dir, section, problems):
     """`auto: maybe`, `cache: perhaps`, a list as the section: 'error loading plugin
