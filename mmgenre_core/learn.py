@@ -314,5 +314,9 @@ def _checkpoint(base: Checkpoint, genres: list[str], weight: torch.Tensor, bias:
     metadata = {"name": name, "version": version, "base_model": base.model_id,
                 "calibration": {"temperature": {"audio": temperature, "both": temperature, "lyrics": 1.0}},
                 "learn_report": report.to_dict(), "model_card": card}
+    if "listening" in base.metadata:
+        # The base model listens in rounds: the learnt head (fitted on the first round's
+        # means) hears tracks with the base's plans, its own confidence deciding the rounds.
+        metadata["listening"] = base.metadata["listening"]
     return Checkpoint.from_model(model, text_config=base.text_config, genres=genres, vocab=list(base.vocab),
                                  metadata=metadata)

@@ -74,6 +74,8 @@ class TestLearnOnARealLibrary(LearnTest):
         assert set(ckpt.genres) >= {"metal", "rock", "blues", "jazz", "classical", "reggae"}
         assert ckpt.metadata["base_model"] == load_checkpoint(default_model_path()).model_id
         assert "learnt 11 genres" in ckpt.metadata["model_card"]
+        # It listens as its base does (without the plans it would hear every window of every track).
+        assert ckpt.metadata["listening"] == load_checkpoint(default_model_path()).metadata["listening"]
 
         # The shipped model trained on every one of these clips (0.5 holds nothing out), which
         # flatters it on them: the learnt head heard only the tagged 60%.
