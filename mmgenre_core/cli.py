@@ -153,7 +153,8 @@ def _print_predictions(clf: Any, paths: list[str], lyrics: Any, args: argparse.N
             print(f"{display_text(res.path)}: ERROR {display_text(res.error)}", flush=True)
         else:
             genres = ", ".join(f"{g.genre} ({g.confidence:.2f})" for g in res.genres)
-            print(f"{display_text(res.path)}: {genres}  [lyrics: {res.lyrics}]", flush=True)
+            heard = f", {res.windows} windows" if res.windows else ""
+            print(f"{display_text(res.path)}: {genres}  [lyrics: {res.lyrics}{heard}]", flush=True)
     return n_failed
 
 

@@ -268,3 +268,5 @@ def test_predict_json_reports_the_windows_heard(model_path, tracks, capsys):
                      *tracks[:2]]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["windows"] for line in lines] == [2, 2]
+    assert cli_main(["predict", "--model", str(model_path), "--no-cache", "--listen", "thorough", tracks[0]]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("[lyrics: none, 12 windows]")
