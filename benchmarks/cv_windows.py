@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in plan_table(test_probs, y_test, counts=ends):
             curve[(r["max_windows"], r["threshold"])].append(r)
         # The named plans, chosen on the training fold's own out-of-fold answers.
-        z = oof["logits"] / head.temperature
-        inner_probs = np.exp(z - z.max(-1, keepdims=True))
-        inner_probs /= inner_probs.sum(-1, keepdims=True)
+        inner_probs = head.calibrated(oof["logits"])
         plans = choose_plans(plan_table(inner_probs, y_fit, counts=ends), fast_windows=ends[0],
                              budget_windows=args.budget)
         for name, plan in plans.items():

@@ -37,29 +37,26 @@ def window_features(paths: list[str], *, config: Path = DEFAULT_CONFIG) -> dict[
     and of 0.4.1's four windows [shape=(clips, 4, dim)]."""
     import torch
 
-    from mmgenre_core.audio import listening_order, load_windows
+    from mmgenre_core.audio import listening_order
     from mmgenre_core.predict import GenreClassifier
     from training.config import load_config
+    from training.frozen_heads import clip_window_features
 
     torch.set_num_threads(2)
     clf = GenreClassifier.load(device="cpu")  # its front end and musicnn (ONNX on the CPU)
     rounds_cfg = load_config(config).audio_config()
     fixed_cfg = replace(rounds_cfg, num_windows=4, window_order=(), window_rounds=())
-    num_windows = rounds_cfg.num_windows
-    rounds, fixed = [], []
-    started = time.perf_counter()
-    for n, path in enumerate(paths):
-        for cfg, out, width in ((rounds_cfg, rounds, num_windows), (fixed_cfg, fixed, 4)):
-            windows = load_windows(path, config=cfg)
-            feats = clf._audio_features([windows])[0].numpy()
-            if feats.shape[0] != width:  # a clip no longer than one window: that one window only
-                feats = np.concatenate([feats, np.full((width - feats.shape[0], feats.shape[1]), np.nan,
-                                                       np.float32)])
-            out.append(feats)
-        if (n + 1) % 100 == 0:
-            print(f"  {n + 1}/{len(paths)} clips ({time.perf_counter() - started:.0f} s)", flush=True)
+    out = {}
+    for name, cfg in (("rounds", rounds_cfg), ("fixed4", fixed_cfg)):
+        started = time.perf_counter()
+        out[name], errors = clip_window_features(clf.model, paths, audio_config=cfg)
+        failed = [(p, e) for p, e in zip(paths, errors) if e is not None]
+        if failed:
+            raise SystemExit(f"{len(failed)} clips failed to decode, e.g. {failed[0]}")
+        print(f"  {name}: {len(paths)} clips x {cfg.num_windows} windows in {time.perf_counter() - started:.0f} s",
+              flush=True)
     order, ends = listening_order(rounds_cfg)
-    return {"rounds": np.stack(rounds), "fixed4": np.stack(fixed), "order": np.array(order), "ends": np.array(ends)}
+    return {**out, "order": np.array(order), "ends": np.array(ends)}
 
 
 def main(argv: list[str] | None = None) -> int:

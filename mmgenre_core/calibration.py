@@ -47,7 +47,8 @@ def read_temperatures(checkpoint: Any) -> dict[str, float]:
     return out
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, shifted by the row maximum (no overflow)."""
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
@@ -59,7 +60,7 @@ def track_probabilities(logits: np.ndarray, track_of_row: np.ndarray, n_tracks: 
 
     logits [shape=(rows, n_genres)], track_of_row [shape=(rows,)] -> [shape=(n_tracks, n_genres)].
     """
-    probs = _softmax(np.asarray(logits, np.float64) / temperature)
+    probs = softmax(np.asarray(logits, np.float64) / temperature)
     out = np.zeros((n_tracks, probs.shape[1]))
     np.add.at(out, np.asarray(track_of_row), probs)
     return out / np.maximum(np.bincount(track_of_row, minlength=n_tracks), 1)[:, None]

@@ -50,11 +50,13 @@ class ListeningPlan:
         return {"max_windows": self.max_windows, "threshold": float(self.threshold)}
 
 
-def plans_of(metadata: Mapping[str, Any], *, num_windows: int, round_ends: list[int]) -> dict[str, ListeningPlan]:
+def plans_of(metadata: Mapping[str, Any], *, num_windows: int) -> dict[str, ListeningPlan]:
     """The named plans of a checkpoint: its ``metadata["listening"]["plans"]``, or for
-    a model without them (one that hears all its windows at once) one plan of all."""
+    a model without them (one that hears all its windows at once) one plan of all; a
+    damaged entry (not a mapping, a bad number) counts as missing."""
     every = ListeningPlan(max_windows=num_windows, threshold=1.0)
-    stored = (metadata.get("listening") or {}).get("plans") if isinstance(metadata, Mapping) else None
+    listening = metadata.get("listening") if isinstance(metadata, Mapping) else None
+    stored = listening.get("plans") if isinstance(listening, Mapping) else None
     if not isinstance(stored, Mapping):
         return {name: every for name in PLAN_NAMES}
     plans = {}

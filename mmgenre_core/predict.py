@@ -105,6 +105,16 @@ class _Decoded:
     path: str = ""
 
 
+def _decode_workers(num_workers: int | None) -> int:
+    """Decoding threads: as asked, or by default the CPU cores, at most 8."""
+    return min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+
+
+def _heard(features: np.ndarray, order: list[int], count: int) -> torch.Tensor:
+    """:func:`heard_mean` as the one row the head classifies [shape=(1, dim)]."""
+    return torch.from_numpy(np.ascontiguousarray(heard_mean(features, order, count)[None]))
+
+
 #: A lyrics source: path -> (text or None, source name such as "tag").
 LyricsFor = Callable[[str], "tuple[str | None, str]"]
 
@@ -152,8 +162,7 @@ class GenreClassifier:
         self.temperatures = read_temperatures(checkpoint)
         #: listening order and round ends of the windows (see mmgenre_core.listening)
         self.order, self.round_ends = listening_order(self.audio_config)
-        self.plans = plans_of(checkpoint.metadata or {}, num_windows=self.audio_config.num_windows,
-                              round_ends=self.round_ends)
+        self.plans = plans_of(checkpoint.metadata or {}, num_windows=self.audio_config.num_windows)
         if self_test:
             self.self_test()
 
@@ -241,13 +250,7 @@ class GenreClassifier:
         if in_rounds and self.checkpoint.model_config.use_audio:
             slots = self._missing(features, self.order[:first or len(self.order)])
         if self.checkpoint.model_config.use_audio and (features is None or slots):
-            try:
-                windows = load_windows(path, config=self.audio_config, slots=slots)
-            except (AudioError, OSError) as exc:
-                error = str(exc)
-            except Exception as exc:  # a decoder bug must not end a library-wide run
-                log.exception("unexpected error decoding %s", path)
-                error = f"{path}: cannot decode ({type(exc).__name__}: {exc})"
+            windows, error = self._load_windows(path, slots)
         if error is None and lyrics is None and lyrics_for is not None and self.uses_lyrics:
             try:
                 lyrics, lyrics_source = lyrics_for(path)
@@ -258,6 +261,16 @@ class GenreClassifier:
             lyrics = None  # punctuation, labels or blanks only: nothing the model can read
         return _Decoded(index, windows, lyrics, lyrics_source if lyrics else "none", error, features, ident,
                         slots, path)
+
+    def _load_windows(self, path: str, slots: list[int] | None) -> tuple[np.ndarray | None, str | None]:
+        """(windows [shape=(n, samples)], None) or (None, why the file cannot be decoded)."""
+        try:
+            return load_windows(path, config=self.audio_config, slots=slots), None
+        except (AudioError, OSError) as exc:
+            return None, str(exc)
+        except Exception as exc:  # a decoder bug must not end a library-wide run
+            log.exception("unexpected error decoding %s", path)
+            return None, f"{path}: cannot decode ({type(exc).__name__}: {exc})"
 
     @staticmethod
     def _missing(features: np.ndarray | None, wanted: list[int]) -> list[int]:
@@ -272,8 +285,7 @@ class GenreClassifier:
     def _iter_decoded(self, jobs: list[tuple[str, str | None, str]], *, lyrics_for: LyricsFor | None,
                       num_workers: int | None, batch_size: int, first: int | None = None) -> Iterator[_Decoded]:
         """Decode in worker threads (default: the CPU cores, at most 8), two batches ahead, yielding in order."""
-        if num_workers is None:
-            num_workers = min(8, os.cpu_count() or 1)
+        num_workers = _decode_workers(num_workers)
         prefetch = max(2 * batch_size, num_workers)
         if num_workers <= 0:
             for i, (p, lyr, src) in enumerate(jobs):
@@ -477,8 +489,7 @@ class GenreClassifier:
                 return
             heard = [0] * len(batch)
             if not self.checkpoint.model_config.use_audio:
-                features = None
-                probs, att = self._probabilities(features, [d.lyrics for d in batch], return_attention)
+                probs, att = self._probabilities(None, [d.lyrics for d in batch], return_attention)
             elif self.audio_config.in_rounds:
                 probs, att, heard = self._listen(batch, plan, stops, return_attention, num_workers)
             else:
@@ -580,9 +591,8 @@ class GenreClassifier:
         lyrics = [d.lyrics for d in batch]
 
         def classify() -> tuple[np.ndarray, list]:
-            means = [torch.from_numpy(np.ascontiguousarray(heard_mean(f, self.order, stops[k])[None]))
-                     for f, k in zip(feats, stage)]
-            return self._probabilities(means, lyrics, return_attention)
+            return self._probabilities([_heard(f, self.order, stops[k]) for f, k in zip(feats, stage)], lyrics,
+                                       return_attention)
 
         probs, att = classify()
         while True:
@@ -618,15 +628,9 @@ class GenreClassifier:
     def _decode_more(self, todo: list[_Decoded], num_workers: int | None) -> None:
         """Decode the windows ``d.slots`` of each track into ``d.windows`` (or ``d.error``), in threads."""
         def one(d: _Decoded) -> None:
-            try:
-                d.windows = load_windows(d.path, config=self.audio_config, slots=d.slots)
-            except (AudioError, OSError) as exc:
-                d.error = str(exc)
-            except Exception as exc:  # a decoder bug must not end a library-wide run
-                log.exception("unexpected error decoding %s", d.path)
-                d.error = f"{d.path}: cannot decode ({type(exc).__name__}: {exc})"
+            d.windows, d.error = self._load_windows(d.path, d.slots)
 
-        workers = min(len(todo), num_workers if num_workers is not None else min(8, os.cpu_count() or 1))
+        workers = min(len(todo), _decode_workers(num_workers))
         if workers <= 1:
             for d in todo:
                 one(d)
@@ -645,8 +649,7 @@ class GenreClassifier:
             if cache is not None:
                 cache.put_many(self.backbone_id, [(d.ident, f) for d, f in zip(batch, feats)
                                                   if d.windows is not None and d.ident is not None])
-            first = self.round_ends[0]
-            return [torch.from_numpy(np.ascontiguousarray(heard_mean(f, self.order, first)[None])) for f in feats]
+            return [_heard(f, self.order, self.round_ends[0]) for f in feats]
         todo = [i for i, d in enumerate(batch) if d.features is None]
         computed = dict(zip(todo, self._audio_features([batch[i].windows for i in todo])))
         cache = self.feature_cache

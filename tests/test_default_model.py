@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmgenre_core.audio import listening_order, load_windows
+from mmgenre_core.audio import listening_order
 from mmgenre_core.checkpoint import load_checkpoint
 from mmgenre_core.cli import main as cli_main
 from mmgenre_core.predict import GenreClassifier, default_model_path
@@ -85,20 +85,15 @@ def held_out_audio(clf, cfg):
     from benchmarks.cv_lyrics import fold_splits
     from benchmarks.cv_pool import load_pool
     from mmgenre_core.native_stderr import filtered_native_stderr
+    from training.frozen_heads import clip_window_features
     from training.window_head import fit_window_head, listen
 
     pool = load_pool(DATA_DIR)
     order, ends = listening_order(clf.audio_config)
     heard = clf.plans["balanced"].max_windows
-    feats = np.full((len(pool), clf.audio_config.num_windows, clf.audio_dim), np.nan, np.float32)
     with filtered_native_stderr():
-        for i, clip in enumerate(pool):
-            f = clf._audio_features([load_windows(clip["path"], config=clf.audio_config,
-                                                  slots=order[:heard])])[0].numpy()
-            if f.shape[0] == 1:
-                feats[i, 0] = f[0]  # a clip too short for more than one window
-            else:
-                feats[i, order[:heard]] = f
+        feats, errors = clip_window_features(clf.model, [c["path"] for c in pool], slots=order[:heard])
+    assert errors == [None] * len(pool)
     genres = [c["genre"] for c in pool]
     artists = [c["artist"] for c in pool]
     split = fold_splits(genres, artists, folds=5, seed=0, valid_parts=7)[0]

@@ -76,12 +76,13 @@ def test_plans_from_a_checkpoint_and_their_fallback():
     stored = {"listening": {"plans": {"fast": {"max_windows": 2, "threshold": 0.0},
                                       "balanced": {"max_windows": 5, "threshold": 0.5},
                                       "thorough": {"max_windows": 99, "threshold": 0.7}}}}
-    plans = plans_of(stored, num_windows=12, round_ends=[2, 5, 12])
+    plans = plans_of(stored, num_windows=12)
     assert plans["balanced"] == ListeningPlan(5, 0.5)
     assert plans["thorough"] == ListeningPlan(12, 0.7)  # capped at the model's windows
     # Missing or damaged: every plan hears all the windows.
-    for metadata in ({}, {"listening": {"plans": {"fast": {"threshold": "x"}}}}):
-        assert set(plans_of(metadata, num_windows=12, round_ends=[2, 5, 12]).values()) == {ListeningPlan(12, 1.0)}
+    for metadata in ({}, {"listening": {"plans": {"fast": {"threshold": "x"}}}}, {"listening": [1, 2]},
+                     {"listening": {"plans": "all"}}):
+        assert set(plans_of(metadata, num_windows=12).values()) == {ListeningPlan(12, 1.0)}
     with pytest.raises(ConfigError):
         ListeningPlan(5, 1.5)
 

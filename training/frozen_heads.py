@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmgenre_core.calibration import fit_temperature
 from mmgenre_core.checkpoint import Checkpoint, save_checkpoint
 from mmgenre_core.errors import ConfigError
 from mmgenre_core.head import Block, fit_head
@@ -35,30 +34,33 @@ from mmgenre_core.head import Block, fit_head
 from .build import TrainData
 from .config import TrainConfig
 from .datasets import artist_group
-from .window_head import choose_plans, class_weights, fit_window_head, plan_table
+from .window_head import choose_l2, choose_plans, class_weights, fit_window_head, plan_table
 
 log = logging.getLogger(__name__)
 
 
-def clip_window_features(model: torch.nn.Module, paths: list[str], *, workers: int = 2
-                         ) -> tuple[np.ndarray, list[str | None]]:
-    """Every window's features of every clip, as inference computes them.
+def clip_window_features(model: torch.nn.Module, paths: list[str], *, audio_config: Any = None,
+                         slots: list[int] | None = None, workers: int = 2) -> tuple[np.ndarray, list[str | None]]:
+    """Every window's features of every clip (``slots``: only those windows), as
+    inference computes them (``model``'s front end and audio branch; ``audio_config``:
+    other windows than the model's own).
 
-    Returns features [shape=(clips, num_windows, dim)] (NaN rows: windows a clip is too
-    short for; all NaN: a clip that failed, with its error in the second value).
+    Returns features [shape=(clips, num_windows, dim)] (NaN rows: windows not asked
+    for, or a clip too short for them, whose one window is row 0; all NaN: a clip that
+    failed, with its error in the second value).
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from mmgenre_core.audio import load_windows
 
-    audio_config = model.audio_config
+    audio_config = audio_config or model.audio_config
     n, dim = audio_config.num_windows, model.config.audio_vector_dim
     out = np.full((len(paths), n, dim), np.nan, np.float32)
     errors: list[str | None] = [None] * len(paths)
 
     def decode(path: str) -> np.ndarray | str:
         try:
-            return load_windows(path, config=audio_config)
+            return load_windows(path, config=audio_config, slots=slots)
         except Exception as exc:  # noqa: BLE001 - reported per clip
             return f"{type(exc).__name__}: {exc}"
 
@@ -72,7 +74,10 @@ def clip_window_features(model: torch.nn.Module, paths: list[str], *, workers: i
             for part in torch.from_numpy(windows).split(4):
                 feats.append(model.encode_audio(model.frontend(part)).float())
             f = torch.cat(feats).numpy()
-            out[i, : f.shape[0]] = f
+            if f.shape[0] == 1 and len(slots or range(n)) > 1:
+                out[i, 0] = f[0]  # a clip no longer than one window
+            else:
+                out[i, slots if slots is not None else slice(None)] = f
     return out, errors
 
 
@@ -88,35 +93,28 @@ def _bag_rows(model: torch.nn.Module, table: Any, indices: np.ndarray) -> torch.
 def fit_lyrics_head(x: torch.Tensor, labels: np.ndarray, groups: np.ndarray, *, n_classes: int,
                     l2_grid: list[float], power: float, folds: int, seed: int, max_iter: int
                     ) -> dict[str, Any]:
-    """Weighted L2 logistic regression over the bag (L2 by inner grouped CV accuracy, the
-    temperature on the same out-of-fold answers)."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
+    """Weighted L2 logistic regression over the bag of words x [shape=(songs, vocab)],
+    L2 and temperature by :func:`training.window_head.choose_l2`."""
     y = torch.from_numpy(labels.astype(np.int64))
     w = class_weights(labels, n_classes, power=power)
     block = [Block("bag", 0, x.shape[1], True)]
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    parts = [test for _, test in splitter.split(np.zeros(len(labels)), labels, groups)]
-    scores, temps, oof_all = {}, {}, {}
-    for l2 in l2_grid:
-        oof = np.zeros((len(labels), n_classes))
-        for test in parts:
-            train = np.setdiff1d(np.arange(len(labels)), test)
-            weight, bias = fit_head(x[train], y[train], torch.from_numpy(w[train]), blocks=block, l2=[l2],
-                                    n_classes=n_classes, max_iter=max_iter)
-            oof[test] = (x[test] @ weight.T + bias).double().numpy()
-        temps[l2] = fit_temperature(oof, np.arange(len(labels)), labels)
-        scores[l2] = float((oof.argmax(1) != labels).mean())  # the share wrong, as for audio
-        oof_all[l2] = oof
-    # Ties (a few songs' worth is noise) go to the larger penalty.
-    best = min(sorted(l2_grid, reverse=True), key=lambda c: round(scores[c], 3))
-    weight, bias = fit_head(x, y, torch.from_numpy(w), blocks=block, l2=[best], n_classes=n_classes,
-                            max_iter=max_iter)
-    accuracy = float((oof_all[best].argmax(1) == labels).mean())
+
+    def fit(rows: np.ndarray | slice, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return fit_head(x[rows], y[rows], torch.from_numpy(w[rows]), blocks=block, l2=[l2], n_classes=n_classes,
+                        max_iter=max_iter)
+
+    def fit_predict(train: np.ndarray, test: np.ndarray, l2: float) -> np.ndarray:
+        weight, bias = fit(train, l2)
+        return (x[test] @ weight.T + bias).double().numpy()
+
+    best, temperature, oof, errors = choose_l2(labels, groups, l2_grid=l2_grid, folds=folds, seed=seed,
+                                               fit_predict=fit_predict)
+    weight, bias = fit(slice(None), best)
+    accuracy = float((oof.argmax(1) == labels).mean())
     log.info("lyrics head: l2 %g (inner out-of-fold error rate %s), temperature %.3f, out-of-fold "
-             "accuracy %.3f", best, {f"{k:g}": round(v, 4) for k, v in scores.items()}, temps[best], accuracy)
-    return {"weight": weight, "bias": bias, "temperature": temps[best], "l2": best,
-            "inner": {f"{k:g}": v for k, v in scores.items()}, "oof_accuracy": accuracy}
+             "accuracy %.3f", best, {k: round(v, 4) for k, v in errors.items()}, temperature, accuracy)
+    return {"weight": weight, "bias": bias, "temperature": temperature, "l2": best, "inner": errors,
+            "oof_accuracy": accuracy}
 
 
 def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torch.nn.Module,
@@ -159,9 +157,7 @@ def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torc
         head, oof = fit_window_head(feats, table.labels[audio_idx], [group_of(i) for i in audio_idx], order=order,
                                     counts=ends, n_classes=n_classes, l2_grid=t.probe_l2, power=t.class_weight_power,
                                     inner_folds=t.head_folds, seed=cfg.seed, max_iter=t.probe_max_iter)
-        z = oof["logits"] / head.temperature
-        probs = np.exp(z - z.max(-1, keepdims=True))
-        probs /= probs.sum(-1, keepdims=True)
+        probs = head.calibrated(oof["logits"])
         labels = table.labels[audio_idx]
         curve = plan_table(probs, labels, counts=ends)
         plans = choose_plans(curve, fast_windows=ends[0], budget_windows=t.listen_budget)

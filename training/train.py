@@ -88,14 +88,14 @@ def example_weights(cfg: TrainConfig, table: Table) -> np.ndarray | None:
     groups = np.zeros(len(table), dtype=np.int64)
     if mode == "balanced_per_modality":
         groups = (table.mel_row >= 0).astype(np.int64) + 2 * (table.lyr_row >= 0).astype(np.int64)
+    from training.window_head import genre_weights
+
     weights = np.zeros(len(table), dtype=np.float64)
-    k = len(table.genres)
     for g in np.unique(groups):
         members = groups == g
-        y = table.labels[members & train_mask]
-        counts = np.bincount(y, minlength=k).astype(np.float64)
-        per_genre = np.where(counts > 0, len(y) / (np.count_nonzero(counts) * np.maximum(counts, 1)), 0.0)
-        weights[members] = per_genre[table.labels[members]] ** cfg.train.class_weight_power
+        per_genre = genre_weights(table.labels[members & train_mask], len(table.genres),
+                                  power=cfg.train.class_weight_power)
+        weights[members] = per_genre[table.labels[members]]
     return weights
 
 

@@ -1,7 +1,7 @@
-"""The audio head of a nested-layout model, fitted on what inference feeds it.
+"""The audio head of a model that listens in rounds, fitted on what inference feeds it.
 
 Inference (``mmgenre_core.listening``) classifies the mean of the windows a track was
-heard at: two, and on unsure tracks five or eleven. So the head is fitted on those
+heard at: two, and on unsure tracks five or twelve. So the head is fitted on those
 means: every clip gives one row per window count of ``counts`` (the row's weight a
 share of the clip's), over the frozen backbone's features of each window. The L2
 penalty and the temperature come from an inner cross-validation grouped by artist (no
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from mmgenre_core.calibration import fit_temperature
+from mmgenre_core.calibration import fit_temperature, softmax
 from mmgenre_core.head import Block, fit_head
 from mmgenre_core.listening import ListeningPlan, rounds_up_to, window_count_rows
 
@@ -36,26 +36,33 @@ class WindowHead:
     bias: np.ndarray
     temperature: float
     l2: float
-    #: inner cross-validation: l2 -> out-of-fold log loss (after temperature scaling)
+    #: inner cross-validation: l2 -> out-of-fold error rate
     inner: dict[str, float] = field(default_factory=dict)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """x [shape=(rows, dim)] -> [shape=(rows, genres)]."""
         return x @ self.weight.T + self.bias
 
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        """softmax(logits / temperature) over the last axis (any leading shape)."""
+        return softmax(logits / self.temperature)
+
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        z = self.logits(x) / self.temperature
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return self.calibrated(self.logits(x))
+
+
+def genre_weights(labels: np.ndarray, n_classes: int, *, power: float) -> np.ndarray:
+    """The class weight of each genre [shape=(n_classes,)]: ``(n / (k * count)) ** power``
+    over ``labels``, k the genres present (sklearn's "balanced", then a power); 0 for a
+    genre absent from ``labels``."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    present = np.count_nonzero(counts)
+    return np.where(counts > 0, len(labels) / (present * np.maximum(counts, 1)), 0.0) ** power
 
 
 def class_weights(labels: np.ndarray, n_classes: int, *, power: float) -> np.ndarray:
-    """Per-example weights [shape=(len(labels),)]: ``(n / (k * count)) ** power`` of the genre."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    present = np.count_nonzero(counts)
-    per_genre = np.where(counts > 0, len(labels) / (present * np.maximum(counts, 1)), 0.0) ** power
-    return per_genre[labels]
+    """Per-example weights [shape=(len(labels),)]: the :func:`genre_weights` of each one's genre."""
+    return genre_weights(labels, n_classes, power=power)[labels]
 
 
 def _fit(rows: np.ndarray, labels: np.ndarray, weights: np.ndarray, *, l2: float, n_classes: int,
@@ -77,15 +84,51 @@ def _inner_folds(labels: np.ndarray, groups: np.ndarray, *, folds: int, seed: in
     return [test for _, test in splitter.split(np.zeros(len(labels)), labels, groups)]
 
 
+#: (training examples, test examples, L2) -> the test examples' logits [shape=(len(test), ..., genres)]
+FitPredict = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
+
+
+def choose_l2(labels: np.ndarray, groups: Sequence[str], *, l2_grid: Sequence[float], folds: int, seed: int,
+              fit_predict: FitPredict) -> tuple[float, float, np.ndarray, dict[str, float]]:
+    """L2 and temperature of a head by an inner cross-validation grouped by ``groups``.
+
+    Every L2 of the grid is fitted on each inner fold's training part and scored on its
+    test part (``fit_predict``); the L2 with the fewest out-of-fold errors wins (ties,
+    within a few examples' worth of noise, go to the larger penalty), and the
+    temperature is fitted on its out-of-fold logits. An example's logits may have
+    several rows (the window counts of an audio clip), each scored against its label.
+    Returns (L2, temperature, its out-of-fold logits [shape=(len(labels), ..., genres)],
+    error rate of each L2 keyed ``f"{l2:g}"``).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    parts = _inner_folds(labels, np.asarray(groups), folds=folds, seed=seed)
+    everything = np.arange(len(labels))
+    oof: dict[float, np.ndarray] = {}
+    errors: dict[str, float] = {}
+    for l2 in l2_grid:
+        out: np.ndarray | None = None
+        for test in parts:
+            logits = fit_predict(np.setdiff1d(everything, test), test, l2)
+            if out is None:
+                out = np.zeros((len(labels), *logits.shape[1:]))
+            out[test] = logits
+        oof[l2] = out
+        flat = out.reshape(-1, out.shape[-1])
+        errors[f"{l2:g}"] = float((flat.argmax(1) != np.repeat(labels, len(flat) // len(labels))).mean())
+    best = min(sorted(l2_grid, reverse=True), key=lambda c: round(errors[f"{c:g}"], 3))
+    flat = oof[best].reshape(-1, oof[best].shape[-1])
+    flat_labels = np.repeat(labels, len(flat) // len(labels))
+    temperature = fit_temperature(flat, np.arange(len(flat)), flat_labels)
+    return best, temperature, oof[best], errors
+
+
 def fit_window_head(features: np.ndarray, labels: np.ndarray, groups: Sequence[str], *, order: list[int],
                     counts: list[int], n_classes: int, l2_grid: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),
-                    power: float = 0.5, inner_folds: int = 4, seed: int = 0, max_iter: int = 300,
-                    select: str = "accuracy") -> tuple[WindowHead, dict[str, np.ndarray]]:
-    """Fit the head on all clips, L2 and temperature from an inner artist-grouped CV.
-
-    ``select``: what picks the L2 on the out-of-fold answers (over every window
-    count's rows): ``"accuracy"`` or ``"log_loss"`` (class-weighted, after temperature
-    scaling; it favoured penalties too small for accuracy on the real clips).
+                    power: float = 0.5, inner_folds: int = 4, seed: int = 0, max_iter: int = 300
+                    ) -> tuple[WindowHead, dict[str, np.ndarray]]:
+    """Fit the head on all clips, L2 and temperature by :func:`choose_l2` (accuracy on the
+    rows of every window count; the clips' class-weighted log loss favoured penalties too
+    small for accuracy on the real clips).
 
     features [shape=(clips, windows, dim)] (NaN rows: windows a clip is too short for),
     labels [shape=(clips,)] genre indices, groups: each clip's artist. Returns the head
@@ -93,46 +136,19 @@ def fit_window_head(features: np.ndarray, labels: np.ndarray, groups: Sequence[s
     len(counts), genres)]}``, from which plans are chosen.
     """
     labels = np.asarray(labels, dtype=np.int64)
-    groups = np.asarray(groups)
     rows = window_count_rows(features, order, counts)  # (clips, len(counts), dim)
     weights = class_weights(labels, n_classes, power=power)
-    folds = _inner_folds(labels, groups, folds=inner_folds, seed=seed)
-    oof: dict[float, np.ndarray] = {}
-    for l2 in l2_grid:
-        out = np.zeros((len(labels), len(counts), n_classes))
-        for test in folds:
-            train = np.setdiff1d(np.arange(len(labels)), test)
-            w, b = _fit(rows[train], labels[train], weights[train], l2=l2, n_classes=n_classes, max_iter=max_iter)
-            out[test] = rows[test] @ w.T + b
-        oof[l2] = out
-    inner: dict[str, float] = {}
-    temps: dict[float, float] = {}
-    flat_labels = np.repeat(labels, len(counts))
-    track = np.arange(len(flat_labels))
-    for l2, z in oof.items():
-        flat = z.reshape(-1, n_classes)
-        t = fit_temperature(flat, track, flat_labels)
-        temps[l2] = t
-        p = _softmax(flat / t)
-        # The weighted log loss: what the fit minimises, so a genre of few clips counts as trained.
-        w = np.repeat(weights, len(counts))
-        if select == "accuracy":  # lower is better: the share of rows wrong
-            inner[f"{l2:g}"] = float((p.argmax(1) != flat_labels).mean())
-        else:
-            inner[f"{l2:g}"] = float(-(w * np.log(np.maximum(p[track, flat_labels], 1e-12))).sum() / w.sum())
-    # Ties (a few clips' worth of accuracy is noise) go to the larger penalty.
-    best = min(sorted(l2_grid, reverse=True), key=lambda c: round(inner[f"{c:g}"], 3))
+
+    def fit_predict(train: np.ndarray, test: np.ndarray, l2: float) -> np.ndarray:
+        w, b = _fit(rows[train], labels[train], weights[train], l2=l2, n_classes=n_classes, max_iter=max_iter)
+        return rows[test] @ w.T + b
+
+    best, temperature, oof, inner = choose_l2(labels, groups, l2_grid=l2_grid, folds=inner_folds, seed=seed,
+                                              fit_predict=fit_predict)
     weight, bias = _fit(rows, labels, weights, l2=best, n_classes=n_classes, max_iter=max_iter)
-    log.info("window head: l2 %g (inner out-of-fold %s %s), temperature %.3f", best,
-             "error rate" if select == "accuracy" else "weighted log loss",
-             {k: round(v, 4) for k, v in inner.items()}, temps[best])
-    return WindowHead(weight, bias, temps[best], best, inner), {"logits": oof[best]}
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    log.info("window head: l2 %g (inner out-of-fold error rate %s), temperature %.3f", best,
+             {k: round(v, 4) for k, v in inner.items()}, temperature)
+    return WindowHead(weight, bias, temperature, best, inner), {"logits": oof}
 
 
 def listen(count_probs: np.ndarray, plan: ListeningPlan, *, counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -181,4 +197,5 @@ def choose_plans(table: list[dict[str, Any]], *, fast_windows: int, budget_windo
     return {"fast": plan(fast), "balanced": plan(balanced), "thorough": plan(thorough)}
 
 
-__all__ = ["WindowHead", "choose_plans", "class_weights", "fit_window_head", "listen", "plan_table"]
+__all__ = ["WindowHead", "choose_l2", "choose_plans", "class_weights", "fit_window_head", "genre_weights", "listen",
+           "plan_table"]
