@@ -21,10 +21,12 @@ bands, ``log10(1 + 10000 * mel)`` (see :class:`mmgenre_core.audio.LogMel` with
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,6 +52,9 @@ HOP_LENGTH = 256
 #: Width of each feature the backbone can hand to the fusion head.
 FEATURE_DIMS = {"penultimate": 200, "taggram": 50, "pool": 2 * 753}
 
+#: Above ``log10(1 + 10000 * mel)`` for every finite float32 ``mel`` (log10(1e4 * 3.4e38) = 42.53).
+LOG_MEL_CEILING = 42.6
+
 # TensorFlow's batch-norm epsilon (tf.compat.v1.layers.batch_normalization default).
 _TF_BN_EPS = 1e-3
 
@@ -72,14 +77,32 @@ class _PoolOverFrequency(nn.Module):
         self.bn = _bn(filters)
         self.time_pad = time_pad
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, input_bound: float = math.inf) -> torch.Tensor:
+        """``input_bound``: a bound on ``|x|`` (inference leaves out the filters whose output
+        it proves constant, see :meth:`constant_filters`)."""
         x = F.pad(x, (0, 0, *self.time_pad))  # pads (mels: none, frames: before/after)
         if torch.is_grad_enabled() or self.bn.training:
             x = self.bn(torch.relu(self.conv(x)))  # (batch, filters, frames, bins)
             return x.amax(dim=-1)
-        return self._max_first(x)
+        return self._max_first(x, input_bound=input_bound)
 
-    def _max_first(self, x: torch.Tensor) -> torch.Tensor:
+    def constant_filters(self, input_bound: float) -> torch.Tensor:
+        """Which filters give the same output whatever the input (|x| <= ``input_bound``).
+
+        Most of the MSD model's front-end filters died in training: their weights are
+        1e-30 to 1e-9 (timbral: 180 and 190 of 204 below 1e-6), so ``z = w . x + b``
+        is ``b`` plus at most ``||w||_1 * input_bound``. Such a filter is constant
+        when that is below zero for every input (ReLU gives 0) or below a quarter of
+        the float32 spacing at ``b`` (every rounding returns ``b``). Returns a bool
+        mask [shape=(filters,)].
+        """
+        w = self.conv.weight.detach().double().flatten(1)
+        b = self.conv.bias.detach().double()
+        reach = w.abs().sum(dim=1) * input_bound  # largest |w . x|
+        spacing = torch.from_numpy(np.spacing(self.conv.bias.detach().float().cpu().numpy()).astype(np.float64))
+        return (b + reach < 0) | (reach < spacing.to(b.device) / 4)
+
+    def _max_first(self, x: torch.Tensor, *, input_bound: float = math.inf) -> torch.Tensor:
         """The same values as ``forward`` in inference, with the max taken first.
 
         Batch norm in eval mode is ``alpha * x + beta`` per channel and ReLU is
@@ -90,16 +113,35 @@ class _PoolOverFrequency(nn.Module):
         so one convolution and one max pass over the full-resolution output remain;
         ReLU and batch norm run on the pooled (filters, frames) output instead. About
         a fifth of musicnn's CPU time.
+
+        Filters whose output is constant (:meth:`constant_filters`) are not convolved:
+        their channels are that constant, the batch norm of ReLU of their bias, so only
+        the live ones cost anything. The MSD model keeps 47 of its 408 timbral filters
+        and 47 of 153 temporal ones: the same floats, about 5x less CPU time.
         """
         bn = self.bn
         alpha = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         sign = torch.where(alpha < 0, -1.0, 1.0).to(x.dtype)  # (filters,)
         weight = self.conv.weight * sign.view(-1, 1, 1, 1).to(self.conv.weight.dtype)
         bias = self.conv.bias * sign.to(self.conv.bias.dtype)
-        z = F.conv2d(x, weight, bias)  # (batch, filters, frames, bins), sign-flipped where alpha < 0
-        picked = z.amax(dim=-1) * sign.view(1, -1, 1).to(z.dtype)  # (batch, filters, frames)
-        return F.batch_norm(torch.relu(picked), bn.running_mean, bn.running_var, bn.weight, bn.bias,
-                            False, 0.0, bn.eps)
+        constant = self.constant_filters(input_bound)
+        live = torch.nonzero(~constant).flatten().tolist()
+        if len(live) < len(constant):
+            weight, bias, sign = weight[live], bias[live], sign[live]
+        z = F.conv2d(x, weight, bias)  # (batch, live filters, frames, bins), sign-flipped where alpha < 0
+        picked = z.amax(dim=-1) * sign.view(1, -1, 1).to(z.dtype)  # (batch, live filters, frames)
+        out = F.batch_norm(torch.relu(picked), bn.running_mean[live], bn.running_var[live], bn.weight[live],
+                           bn.bias[live], False, 0.0, bn.eps)
+        if len(live) == len(constant):
+            return out
+        dead = torch.nonzero(constant).flatten().tolist()
+        # z = bias exactly on those filters, for every frame.
+        fill = F.batch_norm(torch.relu(self.conv.bias[dead].to(x.dtype)).view(1, -1, 1), bn.running_mean[dead],
+                            bn.running_var[dead], bn.weight[dead], bn.bias[dead], False, 0.0, bn.eps)
+        # Live channels first, then the constant ones; a gather puts each back in its place.
+        place = torch.tensor(live + dead, device=x.device).argsort()
+        both = torch.cat([out, fill.expand(out.shape[0], -1, out.shape[2])], dim=1)
+        return both.index_select(1, place)
 
 
 class _MidendConv(nn.Module):
@@ -152,10 +194,20 @@ class Musicnn(nn.Module):
         self.dropout = nn.Dropout(0.5)
         self.classifier = nn.Linear(backend_units, n_classes)
 
+    def input_bound(self) -> float:
+        """A bound on ``|input_bn(x)|`` for any musicnn spectrogram: ``log10(1 + 10000 * mel)``
+        lies in [0, 42.6) for every finite float32 ``mel``."""
+        bn = self.input_bn
+        weight, bias = float(bn.weight.detach()[0]), float(bn.bias.detach()[0])
+        scale = weight / math.sqrt(float(bn.running_var[0]) + bn.eps)
+        shift = bias - float(bn.running_mean[0]) * scale
+        return max(abs(shift), abs(LOG_MEL_CEILING * scale + shift)) * (1 + 1e-3)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """[shape=(batch, frames, 96)] -> dict of logits, penultimate, pool (see class docstring)."""
         x = self.input_bn(x.unsqueeze(1))  # (batch, 1, frames, mels)
-        front = torch.cat([block(x) for block in (*self.timbral, *self.temporal)], dim=1)  # (b, 561, t)
+        bound = self.input_bound()
+        front = torch.cat([block(x, input_bound=bound) for block in (*self.timbral, *self.temporal)], dim=1)  # (b, 561, t)
         mid1 = self.midend[0](front)
         mid2 = self.midend[1](mid1) + mid1
         mid3 = self.midend[2](mid2) + mid2

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -58,7 +59,12 @@ def export(path: str | os.PathLike, backbone: torch.nn.Module) -> Path:
 
     path = Path(path)
     wrapper = _Penultimate(backbone).eval()
-    with torch.no_grad():  # the inference graph (max over frequency first, see musicnn.py)
+    # The inference graph: max over frequency first, constant filters left out (see musicnn.py).
+    # Which filters are constant depends on the weights only, so the tracer's "this value is
+    # treated as a constant" warnings are what is meant.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(wrapper, (torch.zeros(2, 187, 96),), str(path), dynamo=False, input_names=["patches"],
                           output_names=["penultimate"], dynamic_axes={"patches": {0: "batch"},
                                                                       "penultimate": {0: "batch"}})

@@ -173,6 +173,59 @@ def test_batched_equals_one_by_one(pretrained, device):
 
 
 # ---------------------------------------------------------------------------
+# 4b. Constant filters left out at inference
+
+
+def _front_input(pretrained: Musicnn, files: list[str]) -> torch.Tensor:
+    """input_bn of real musicnn patches [shape=(patches, 1, 187, 96)]."""
+    front = LogMel(musicnn_config())
+    with torch.no_grad():
+        mel = torch.cat([front(torch.from_numpy(load_windows(f, config=musicnn_config(num_windows=2, window_seconds=3.0))))
+                         for f in files])
+        patches, _ = split_patches(mel)
+        return pretrained.input_bn(patches.unsqueeze(1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_constant_filters_are_left_out_with_the_same_floats(pretrained, data_dir, device):
+    model = Musicnn().eval()
+    model.load_state_dict(pretrained.state_dict())
+    model.to(device)
+    x = _front_input(pretrained, [str(data_dir / f) for f in REFERENCE_FILES[:4]]).to(device)
+    bound = model.input_bound()
+    assert float(x.abs().max()) < bound
+    constant = {i: int(b.constant_filters(bound).sum()) for i, b in enumerate((*model.timbral, *model.temporal))}
+    # The MSD model's dead filters (measured: 174 and 187 of 204 timbral, 43, 34, 29 of 51 temporal).
+    assert constant[0] >= 150 and constant[1] >= 150 and all(n >= 20 for n in constant.values())
+    with torch.no_grad():
+        for block in (*model.timbral, *model.temporal):
+            pruned, whole = block(x, input_bound=bound), block(x)  # no bound: every filter convolved
+            assert block.constant_filters(float("inf")).sum() == 0
+            assert pruned.shape == whole.shape
+            assert torch.equal(pruned, whole)
+        # Through the whole network: the same answer as the graph without the shortcut.
+        full = model(x[:, 0])["penultimate"]
+        model.input_bound = lambda: float("inf")
+        assert torch.equal(full, model(x[:, 0])["penultimate"])
+
+
+def test_a_filter_with_real_weights_is_never_constant(pretrained, data_dir):
+    model = Musicnn().eval()
+    model.load_state_dict(pretrained.state_dict())
+    block = model.timbral[0]
+    bound = model.input_bound()
+    dead = int(torch.nonzero(block.constant_filters(bound))[0])
+    x = _front_input(pretrained, [str(data_dir / f) for f in REFERENCE_FILES[:2]])
+    with torch.no_grad():
+        before = block(x, input_bound=bound)[:, dead]
+        block.conv.weight[dead] = torch.linspace(-0.2, 0.2, block.conv.weight[dead].numel()).view_as(block.conv.weight[dead])
+        assert not block.constant_filters(bound)[dead]
+        after, whole = block(x, input_bound=bound), block(x)
+    assert torch.equal(after, whole)
+    assert (before == before.flatten()[0]).all() and float(after[:, dead].std()) > 1e-3  # it now follows the audio
+
+
+# ---------------------------------------------------------------------------
 # 5. Loading weights: round trip and clear errors
 
 
