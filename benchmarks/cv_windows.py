@@ -17,7 +17,7 @@ side on the same test clips:
   fold's test clips: what shipping that rule is worth on artists it never saw.
 
     python benchmarks/window_features.py --out F.npz       # ~3 min on the 2-core CPU
-    python benchmarks/cv_windows.py --features F.npz [--seeds 0 1 2] [--budget 3.0] [--json J] [--png P]
+    python benchmarks/cv_windows.py --features F.npz [--seeds 0 1 2] [--budget 4.0] [--json J] [--png P]
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.cv_lyrics import fold_splits, summarise  # noqa: E402
 from benchmarks.cv_pool import logistic, sqrt_weighted_logistic  # noqa: E402
 
-#: Mean windows a track that keep cold tagging at >= 15 full tracks/s on the 2-core CPU
-#: (benchmarks/bench_inference.py: four windows ran 12.4 tracks/s).
-DEFAULT_BUDGET = 3.0
+#: Mean windows a track for "balanced": no more than the four fixed windows it replaces,
+#: so never slower than them (a window costs the same either way).
+DEFAULT_BUDGET = 4.0
 L2_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 MIN_TRAIN_CLIPS = 5
 

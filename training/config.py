@@ -157,7 +157,7 @@ class OptimConfig:
     frozen_heads: bool = False
     lyrics_l2: list[float] = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2])  # the bag's head
     head_folds: int = 4
-    listen_budget: float = 3.0
+    listen_budget: float = 4.0
     # Learning-rate multipliers by parameter-name prefix (the longest matching prefix
     # wins), e.g. {"cnn.backbone": 0.05, "classifier": 0.1}: fine-tune a pretrained
     # backbone or a probed head gently while the HAN trains at train.lr.

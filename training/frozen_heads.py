@@ -188,10 +188,13 @@ def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torc
         else:
             # A row without audio reads the "no audio" vector: set it so that the audio
             # columns give the lyrics head's bias there (min-norm solution of W_a v = b_l - b_a).
+            # W_a has rank genres - 1 (its rows sum to zero): rcond drops the null direction,
+            # whose float-noise singular value otherwise swings v by ~10 between retrains whose
+            # weights differ by 1e-4 (W_a v is the same either way).
             b_a = blocks["audio"]
             w_a = weight[:, b_a.start:b_a.stop].double()
             v = torch.linalg.lstsq(w_a, (lyr["bias"].double() - audio_bias.double()).unsqueeze(1),
-                                   driver="gelsd").solution.squeeze(1)
+                                   rcond=1e-9, driver="gelsd").solution.squeeze(1)
             with torch.no_grad():
                 model.no_audio.copy_(v.to(model.no_audio))
     with torch.no_grad():
