@@ -17,7 +17,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=PACKAGES,
-    package_data={"mmgenre_core": ["models/*.pt", "models/*.onnx", "models/*.md", "models/LICENSE*"]},
+    package_data={"mmgenre_core": ["models/*.pt", "models/*.md", "models/LICENSE*"]},
     include_package_data=True,
     install_requires=[
         # torch 2.13.0 is the CPU wheel on the project's machines; any >=2.1 works.
@@ -28,8 +28,6 @@ setup(
         "soxr>=0.3",
         # PyAV bundles FFmpeg: M4A/AAC/ALAC and anything libsndfile cannot decode.
         "av>=11",
-        # ONNX Runtime runs musicnn ~1.3x faster than torch on the CPU (mmgenre_core/musicnn_onnx.py).
-        "onnxruntime>=1.16",
         "mutagen>=1.46",
         "platformdirs>=3",
         "lyricsgenius>=3.0",

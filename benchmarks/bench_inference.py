@@ -106,9 +106,8 @@ def child(mode: str, model_path: str, files: list[str], repeat: int, device: str
     from mmgenre_core.audio import load_windows
     from mmgenre_core.predict import GenreClassifier
 
-    # "mmgenre-torch": the same pipeline with musicnn in torch instead of ONNX Runtime;
     # "mmgenre-fast"/"-thorough": another listening plan (mmgenre: the default, balanced).
-    clf = GenreClassifier.load(model_path, device=device, onnx=mode != "mmgenre-torch")
+    clf = GenreClassifier.load(model_path, device=device)
     listen = mode.split("-")[1] if mode in ("mmgenre-fast", "mmgenre-thorough") else "balanced"
     work = files * repeat
     # Warm up kernels and the decoder outside the timed region.
@@ -265,7 +264,7 @@ def main() -> None:
             if branch == "musicnn":
                 make_model(fixed4, "musicnn-fixed4")
             for name, files in datasets().items():
-                modes = ("mmgenre", "mmgenre-fast", "mmgenre-thorough", "mmgenre-torch", "decode") \
+                modes = ("mmgenre", "mmgenre-fast", "mmgenre-thorough", "decode") \
                     if branch == "musicnn" else ("mmgenre", "decode", "naive")
                 # Listening in rounds against fixed four windows, side by side in the same run
                 # (interleaved, so a slower minute of the machine hits both).
@@ -284,11 +283,6 @@ def main() -> None:
     print("| branch | data | tracks | mmgenre tracks/s | decode s/track (1 thread) | naive tracks/s | speed-up | "
           "peak RSS mmgenre | peak RSS naive |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        if "mmgenre-torch" in r:
-            print(f"({r['data']}: musicnn in torch instead of ONNX Runtime: {r['mmgenre-torch']['tracks_per_s']:.1f} "
-                  f"tracks/s, peak {r['mmgenre-torch']['peak_rss_mb']:.0f} MB; ONNX Runtime is "
-                  f"{r['mmgenre']['tracks_per_s'] / r['mmgenre-torch']['tracks_per_s']:.2f}x)")
     for r in rows:
         if "fixed4" in r:
             print(f"({r['data']}: listening in rounds, tracks/s (windows a track): balanced "

@@ -144,9 +144,6 @@ def backbone_id(model, audio_config) -> str:
     digest = hashlib.sha256()
     branch = {"audio_branch": cfg.audio_branch, "musicnn_features": cfg.musicnn_features,
               "audio_dim": cfg.audio_vector_dim}
-    engine = getattr(model.cnn, "engine", "torch")
-    if engine != "torch":  # its features differ in the last bits: entries are not mixed
-        branch["engine"] = engine
     digest.update(json.dumps({"audio": audio_config.to_dict(), "decoding": decoding_fingerprint(),
                               "branch": branch}, sort_keys=True).encode())
     for prefix, module in (("frontend.", model.frontend), ("cnn.", model.cnn)):

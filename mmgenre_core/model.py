@@ -152,23 +152,6 @@ class MusicnnBranch(nn.Module):
         # Its batch norms keep musicnn's statistics (GenreModel.trainable_batchnorms leaves them out).
         self.backbone.requires_grad_(self.finetune)
         self.backbone.eval()
-        self._onnx = None  # see use_onnx
-
-    @property
-    def engine(self) -> str:
-        """What computes the features on the CPU at inference: "torch" or "onnxruntime"."""
-        return "torch" if self._onnx is None else "onnxruntime"
-
-    def use_onnx(self, enable: bool = True) -> bool:
-        """Run the penultimate features through ONNX Runtime on the CPU at inference
-        (:mod:`mmgenre_core.musicnn_onnx`, ~1.3x faster, within 3e-6). Returns whether it
-        is on: only for the penultimate feature and musicnn's shipped weights."""
-        self._onnx = None
-        if enable and self.feature == "penultimate":
-            from .musicnn_onnx import load_for
-
-            self._onnx = load_for(self.backbone)
-        return self._onnx is not None
 
     def load_pretrained(self, path=None) -> None:
         """Copy the MSD-trained weights (default: the shipped ones) into the backbone."""
@@ -191,9 +174,6 @@ class MusicnnBranch(nn.Module):
     cpu_chunk = 8
 
     def _features(self, patches: torch.Tensor) -> torch.Tensor:
-        if self._onnx is not None and patches.device.type == "cpu" and not torch.is_grad_enabled() \
-                and not self.training:
-            return self._onnx(patches)
         out = self.backbone(patches)
         return self.backbone.pool_bn(out["pool"]) if self.feature == "pool" else out[self.feature]
 

@@ -142,16 +142,12 @@ class GenreClassifier:
     cpu_audio_chunk = 4
 
     def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device = "auto",
-                 self_test: bool = True, feature_cache: FeatureCache | None = None, onnx: bool = True) -> None:
+                 self_test: bool = True, feature_cache: FeatureCache | None = None) -> None:
         self.checkpoint = checkpoint
         #: Backbone features per file (see :mod:`mmgenre_core.feature_cache`); None: always compute.
         self.feature_cache = feature_cache if checkpoint.model_config.use_audio else None
         self.device = resolve_device(device)
         self.model = checkpoint.build_model().to(self.device)
-        # On the CPU, musicnn's features come from ONNX Runtime where it can (see musicnn_onnx).
-        if onnx and self.device.type == "cpu" and checkpoint.model_config.use_audio \
-                and checkpoint.model_config.audio_branch == "musicnn":
-            self.model.cnn.use_onnx()
         self.genres = list(checkpoint.genres)
         self.audio_config = checkpoint.audio_config
         self.text_config = checkpoint.text_config
@@ -168,7 +164,7 @@ class GenreClassifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, device: str | torch.device = "auto",
-             feature_cache: FeatureCache | None = None, onnx: bool = True) -> "GenreClassifier":
+             feature_cache: FeatureCache | None = None) -> "GenreClassifier":
         """Load a checkpoint file; ``path=None`` means the default model shipped in the package."""
         if path is None:
             path = default_model_path()
@@ -179,7 +175,7 @@ class GenreClassifier:
                     "and pass its RUN_DIR/model.pt (mmgenre predict --model PATH, or `model:` in the "
                     "beets config)."
                 )
-        return cls(load_checkpoint(path), device=device, feature_cache=feature_cache, onnx=onnx)
+        return cls(load_checkpoint(path), device=device, feature_cache=feature_cache)
 
     def self_test(self) -> None:
         """One forward pass on a silent window and a short lyric; raises CheckpointError

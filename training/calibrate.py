@@ -169,8 +169,7 @@ def calibrate_checkpoint(ckpt, data, out_dir: str | Path, device: Any = "cpu") -
     split_of = dict(zip(data.table.keys, data.table.splits))
     by_split = {s: [e for e in data.dataset.examples if split_of.get(e.key) == s] for s in ("valid", "test")}
     ckpt.metadata.pop("calibration", None)
-    # torch's own musicnn (not ONNX Runtime): the temperatures are reproduced bit for bit with training.
-    result = calibrate(GenreClassifier(ckpt, device=device, self_test=False, onnx=False), by_split["valid"], by_split["test"])
+    result = calibrate(GenreClassifier(ckpt, device=device, self_test=False), by_split["valid"], by_split["test"])
     reliability_png(result, Path(out_dir) / "reliability.png")
     for split, kinds in result["ece"].items():
         for kind, e in kinds.items():
