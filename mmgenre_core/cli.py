@@ -154,7 +154,8 @@ def _print_predictions(clf: Any, paths: list[str], lyrics: Any, args: argparse.N
         else:
             genres = ", ".join(f"{g.genre} ({g.confidence:.2f})" for g in res.genres)
             heard = f", {res.windows} windows" if res.windows else ""
-            print(f"{display_text(res.path)}: {genres}  [lyrics: {res.lyrics}{heard}]", flush=True)
+            unlike = ", unlike the genres the model knows" if res.unfamiliar else ""
+            print(f"{display_text(res.path)}: {genres}  [lyrics: {res.lyrics}{heard}{unlike}]", flush=True)
     return n_failed
 
 

@@ -77,22 +77,27 @@ def rounds_up_to(round_ends: list[int], max_windows: int) -> list[int]:
     return ends + [min(max_windows, round_ends[-1])]
 
 
-def heard_mean(features: np.ndarray, order: list[int], count: int) -> np.ndarray:
-    """The mean of the first ``count`` windows in listening order that are present.
+def heard_rows(features: np.ndarray, order: list[int], count: int) -> np.ndarray:
+    """The first ``count`` windows in listening order that are present.
 
-    features [shape=(windows, dim)], NaN rows for windows not heard -> [shape=(dim,)].
+    features [shape=(windows, dim)], NaN rows for windows not heard -> [shape=(heard, dim)].
     A track too short for the layout has a single window (features [shape=(1, dim)],
     or one finite row) and is that window whatever ``count`` asks for.
     """
     if features.shape[0] == 1:
-        return features[0]
+        return features
     rows = features[order[:count]]
     rows = rows[np.isfinite(rows).all(axis=1)]
     if len(rows) == 0:
         rows = features[np.isfinite(features).all(axis=1)]
         if len(rows) != 1:
             raise ValueError(f"no heard window among the first {count}")
-    return rows.mean(axis=0)
+    return rows
+
+
+def heard_mean(features: np.ndarray, order: list[int], count: int) -> np.ndarray:
+    """The mean of :func:`heard_rows`: [shape=(dim,)]."""
+    return heard_rows(features, order, count).mean(axis=0)
 
 
 def window_count_rows(features: np.ndarray, order: list[int], counts: list[int]) -> np.ndarray:
@@ -102,5 +107,5 @@ def window_count_rows(features: np.ndarray, order: list[int], counts: list[int])
     return np.stack([np.stack([heard_mean(f, order, n) for n in counts]) for f in features])
 
 
-__all__ = ["DEFAULT_PLAN", "PLAN_NAMES", "ListeningPlan", "heard_mean", "plans_of", "rounds_up_to",
+__all__ = ["DEFAULT_PLAN", "PLAN_NAMES", "ListeningPlan", "heard_mean", "heard_rows", "plans_of", "rounds_up_to",
            "window_count_rows"]

@@ -29,8 +29,9 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .device import autocast, resolve_device
 from .errors import AudioError, CheckpointError, ModelNotFoundError
 from .feature_cache import FeatureCache, FileIdentity, backbone_id
-from .listening import DEFAULT_PLAN, PLAN_NAMES, ListeningPlan, heard_mean, plans_of, rounds_up_to
+from .listening import DEFAULT_PLAN, PLAN_NAMES, ListeningPlan, heard_mean, heard_rows, plans_of, rounds_up_to
 from .model import FusedBatch
+from .open_set import OpenSetScore
 from .text import Vocabulary, encode_batch, has_words
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,11 @@ class TrackPrediction:
     error: str | None = None
     #: How many windows of the audio the model heard (0: none, e.g. lyrics alone or an error).
     windows: int = 0
+    #: The open-set score of its audio (:mod:`mmgenre_core.open_set`; None: a model without
+    #: one, or no audio) and whether it reached the model's threshold: unlike every genre
+    #: the model answers, so better left untagged.
+    open_set_score: float | None = None
+    unfamiliar: bool = False
     #: Only with ``return_attention=True`` and lyrics: [(line words, word weights, line weight)].
     attention: list[tuple[list[str], list[float], float]] | None = None
 
@@ -81,8 +87,11 @@ class TrackPrediction:
             "genres": [{"genre": g.genre, "confidence": round(g.confidence, 4)} for g in self.genres],
             "lyrics": self.lyrics,
             "windows": self.windows,
+            "unfamiliar": self.unfamiliar,
             "error": self.error,
         }
+        if self.open_set_score is not None:
+            out["open_set_score"] = round(self.open_set_score, 4)
         if self.attention is not None:
             out["attention"] = [
                 {"words": words, "word_weights": [round(w, 4) for w in ww], "line_weight": round(lw, 4)}
@@ -159,8 +168,42 @@ class GenreClassifier:
         #: listening order and round ends of the windows (see mmgenre_core.listening)
         self.order, self.round_ends = listening_order(self.audio_config)
         self.plans = plans_of(checkpoint.metadata or {}, num_windows=self.audio_config.num_windows)
+        self.open_set = self._load_open_set()
         if self_test:
             self.self_test()
+
+    def _load_open_set(self) -> OpenSetScore | None:
+        """The checkpoint's open-set score with musicnn's tag layer, or None (none stored, another
+        audio branch; a damaged entry is logged, and every track then counts as familiar)."""
+        cfg = self.checkpoint.model_config
+        raw = (self.checkpoint.metadata or {}).get("open_set")
+        if raw is None or not cfg.use_audio or cfg.audio_branch != "musicnn" or cfg.musicnn_features != "penultimate" \
+                or not self.audio_config.in_rounds:
+            return None
+        from .musicnn import MSD_LABELS
+
+        try:
+            score = OpenSetScore.from_metadata(raw, dim=self.audio_dim, tags=len(MSD_LABELS))
+        except CheckpointError as exc:
+            log.warning("%s: %s; no track is left untagged as unfamiliar", self.checkpoint.path or "checkpoint", exc)
+            return None
+        tags = self.model.cnn.backbone.classifier  # musicnn's own 50 MSD tags, from the same features
+        self._tag_layer = (tags.weight.detach().double().cpu().numpy(), tags.bias.detach().double().cpu().numpy())
+        return score
+
+    def _open_set_scores(self, features: list[np.ndarray], counts: list[int]) -> list[float | None]:
+        """Each track's open-set score from the windows it heard (features [shape=(windows, dim)]
+        with NaN rows, the first ``counts[i]`` in listening order heard); None without a score."""
+        if self.open_set is None:
+            return [None] * len(features)
+        weight, bias = self._tag_layer
+        means, tags = [], []
+        for f, count in zip(features, counts):
+            rows = heard_rows(f, self.order, count).astype(np.float64)  # (heard, dim)
+            means.append(rows.mean(axis=0))
+            tags.append((1.0 / (1.0 + np.exp(-(rows @ weight.T + bias)))).mean(axis=0))
+        scores = self.open_set.scores(np.stack(means), np.stack(tags))
+        return [float(s) if np.isfinite(s) else None for s in scores]
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, device: str | torch.device = "auto",
@@ -484,10 +527,11 @@ class GenreClassifier:
             if not batch:
                 return
             heard = [0] * len(batch)
+            open_set: list[float | None] = [None] * len(batch)
             if not self.checkpoint.model_config.use_audio:
                 probs, att = self._probabilities(None, [d.lyrics for d in batch], return_attention)
             elif self.audio_config.in_rounds:
-                probs, att, heard = self._listen(batch, plan, stops, return_attention, num_workers)
+                probs, att, heard, open_set = self._listen(batch, plan, stops, return_attention, num_workers)
             else:
                 features = self._batch_features(batch)
                 heard = [int(f.shape[0]) for f in features]
@@ -499,6 +543,9 @@ class GenreClassifier:
                     continue
                 res = self._make_result(paths[d.index], probs[row], d.lyrics_source, top_k)
                 res.windows = heard[row]
+                if open_set[row] is not None:
+                    res.open_set_score = open_set[row]
+                    res.unfamiliar = bool(self.open_set.unfamiliar(open_set[row]))
                 if att and d.lyrics:
                     self._attach_attention(res, d.lyrics, att[0][row], att[1][row])
                 results[d.index] = res
@@ -571,9 +618,10 @@ class GenreClassifier:
         return out
 
     def _listen(self, batch: list[_Decoded], plan: ListeningPlan, stops: list[int], return_attention: bool,
-                num_workers: int | None) -> tuple[np.ndarray, list, list[int]]:
+                num_workers: int | None) -> tuple[np.ndarray, list, list[int], list[float | None]]:
         """Probabilities of a batch of tracks heard in rounds: returns
-        probabilities [shape=(batch, n_genres)], attention, and the windows each heard.
+        probabilities [shape=(batch, n_genres)], attention, the windows each heard and
+        its open-set score (None: the model has none).
 
         Round after round, the tracks whose calibrated top probability is below the
         plan's threshold (and that have windows left) get the next round's windows,
@@ -619,7 +667,7 @@ class GenreClassifier:
                                               if batch[i].ident is not None])
         heard = [1 if f.shape[0] == 1 else int(np.isfinite(f[self.order[:stops[k]]]).all(axis=1).sum())
                  for f, k in zip(feats, stage)]
-        return probs, att, heard
+        return probs, att, heard, self._open_set_scores(feats, [stops[k] for k in stage])
 
     def _decode_more(self, todo: list[_Decoded], num_workers: int | None) -> None:
         """Decode the windows ``d.slots`` of each track into ``d.windows`` (or ``d.error``), in threads."""

@@ -158,6 +158,9 @@ class OptimConfig:
     lyrics_l2: list[float] = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2])  # the bag's head
     head_folds: int = 4
     listen_budget: float = 4.0
+    # The open-set score's threshold (mmgenre_core/open_set.py; benchmarks/cv_open_set.py prints
+    # the one that leaves 10% of known genres' clips untagged); None: no open-set score.
+    open_set_threshold: float | None = None
     # Learning-rate multipliers by parameter-name prefix (the longest matching prefix
     # wins), e.g. {"cnn.backbone": 0.05, "classifier": 0.1}: fine-tune a pretrained
     # backbone or a probed head gently while the HAN trains at train.lr.

@@ -117,6 +117,19 @@ def fit_lyrics_head(x: torch.Tensor, labels: np.ndarray, groups: np.ndarray, *, 
             "oof_accuracy": accuracy}
 
 
+def fit_clip_open_set(model: torch.nn.Module, features: np.ndarray, labels: np.ndarray, *, order: list[int],
+                      genres: list[str], threshold: float) -> Any:
+    """The open-set score (:mod:`mmgenre_core.open_set`) of a musicnn model, fitted on each
+    clip's mean over its first five windows in listening order (what ``balanced`` hears at
+    most, as ``benchmarks/cv_open_set.py`` measures it). features [shape=(clips, windows, dim)]."""
+    from mmgenre_core.listening import window_count_rows
+    from mmgenre_core.musicnn import MSD_LABELS
+    from mmgenre_core.open_set import fit_open_set
+
+    means = window_count_rows(features, order, [5])[:, 0]
+    return fit_open_set(means, labels, genres=genres, tag_labels=MSD_LABELS, threshold=threshold)
+
+
 def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torch.nn.Module,
                        metadata: dict[str, Any]) -> dict[str, Any]:
     """Fit the heads (see the module docstring), save ``out/model.pt``; returns the metrics."""
@@ -173,6 +186,9 @@ def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torc
                             "oof_accuracy": {str(c): float((probs[:, k].argmax(1) == labels).mean())
                                              for k, c in enumerate(ends)}}
         log.info("listening plans (inner CV): %s", {k: p.to_dict() for k, p in plans.items()})
+        if t.open_set_threshold is not None:
+            metadata["open_set"] = fit_clip_open_set(model, feats, labels, order=order, genres=list(table.genres),
+                                                     threshold=t.open_set_threshold).to_metadata()
 
     if len(lyrics_idx) and "bag" in blocks:
         x = _bag_rows(model, table, lyrics_idx)

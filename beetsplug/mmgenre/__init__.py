@@ -565,11 +565,12 @@ class MMGenrePlugin(BeetsPlugin):
         with progress.paused() if progress is not None else contextlib.nullcontext():
             ui.show_model_changes(obj, old=old, fields=list(SHOWN_FIELDS))
 
-    def _apply_item(self, done: _Classified, run: Run, *,
-                    probabilities: Mapping[str, float] | None = None) -> tagging.Decision | None:
+    def _apply_item(self, done: _Classified, run: Run, *, probabilities: Mapping[str, float] | None = None,
+                    unfamiliar: bool | None = None) -> tagging.Decision | None:
         """Decide and set one classified item's genres; returns the decision (None: failed).
 
-        ``probabilities``: decide from these (its album's, with ``-a``) instead of the track's own.
+        ``probabilities``, ``unfamiliar``: decide from these (its album's, with ``-a``)
+        instead of the track's own.
         """
         options, mode, summary, progress, store = run.options, run.mode, run.summary, run.progress, run.store
         item = done.item
@@ -582,7 +583,8 @@ class MMGenrePlugin(BeetsPlugin):
         current, ours = self._previous(item)
         probs = probabilities if probabilities is not None else done.prediction.probabilities
         ranked = tagging.rank_genres(probs, options)
-        decision = tagging.decide(current, ours, ranked, options)
+        unfamiliar = done.prediction.unfamiliar if unfamiliar is None else unfamiliar
+        decision = tagging.decide(current, ours, ranked, options, unfamiliar=unfamiliar)
         top = f"{decision.top[0]} ({_shown_confidence(decision.top[1])})" if decision.top else "-"
         log = self._log.info if mode.stage else self._log.debug
         log("{}: {} -> {} [best: {}, lyrics: {}]", item, current, decision.genres, top,
@@ -688,8 +690,10 @@ class MMGenrePlugin(BeetsPlugin):
                 done_items = [next(results) for _ in items]
                 if tracks_from_album:
                     album_probs = self._apply_album(album, done_items, run)
+                    album_unfamiliar = _album_unfamiliar(done_items)
                     for done in done_items:
-                        self._apply_item(done, run, probabilities=album_probs if done.ok else None)
+                        self._apply_item(done, run, probabilities=album_probs if done.ok else None,
+                                         unfamiliar=album_unfamiliar if done.ok else None)
                 else:
                     for done in done_items:
                         self._apply_item(done, run)
@@ -710,7 +714,8 @@ class MMGenrePlugin(BeetsPlugin):
         probs = tagging.combine_probabilities([d.prediction.probabilities for d in ok],
                                               [d.item.get("length") or 0.0 for d in ok])
         current, ours = self._previous(album)
-        decision = tagging.decide(current, ours, tagging.rank_genres(probs, options), options)
+        decision = tagging.decide(current, ours, tagging.rank_genres(probs, options), options,
+                                  unfamiliar=_album_unfamiliar(ok))
         summary.add(decision.status, decision.reason)
         log = self._log.info if mode.stage else self._log.debug
         log("album {}: {} -> {}", album, current, decision.genres)
@@ -797,7 +802,13 @@ def _tagging_options(s: settings_module.Settings) -> tagging.TaggingOptions:
     return tagging.TaggingOptions(count=s.count, min_confidence=s.min_confidence,
                                   genre_map=apply_vocabulary(s.genre_map, s.vocabulary, title_case=s.title_case),
                                   whitelist=s.whitelist, force=s.force, keep_existing=s.keep_existing,
-                                  fallback=s.fallback)
+                                  fallback=s.fallback, skip_unfamiliar=s.unfamiliar == "skip")
+
+
+def _album_unfamiliar(done_items: Sequence[_Classified]) -> bool:
+    """An album is unlike the genres the model knows when more than half of its decoded tracks are."""
+    ok = [d for d in done_items if d.ok]
+    return bool(ok) and 2 * sum(d.prediction.unfamiliar for d in ok) > len(ok)
 
 
 @contextlib.contextmanager

@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "learn_min_tracks": 5,
     "learn_path": "mmgenre-learnt.pt",
     "listen": "balanced",
+    "unfamiliar": "skip",
 }
 
 #: Command-line spellings named next to an option in messages.
@@ -103,6 +104,7 @@ class Settings:
     learn_min_tracks: int = 5
     learn_path: str = "mmgenre-learnt.pt"
     listen: str = "balanced"
+    unfamiliar: str = "skip"
 
 
 # --------------------------------------------------------------------------- #
@@ -260,6 +262,13 @@ def _listen(value: Any, view: Any) -> str:
     raise BadValue(f"must be {', '.join(PLAN_NAMES[:-1])} or {PLAN_NAMES[-1]}, not {_shown(value)}")
 
 
+def _unfamiliar(value: Any, view: Any) -> str:
+    if isinstance(value, str) and value.strip().lower() in ("skip", "tag"):
+        return value.strip().lower()
+    raise BadValue(f"must be skip (leave a track unlike every genre the model knows untagged) or tag, "
+                   f"not {_shown(value)}")
+
+
 def _fallback(value: Any, view: Any) -> str | None:
     if value is None or value is False or (isinstance(value, str) and not value.strip()):
         return None
@@ -322,6 +331,7 @@ PARSERS: dict[str, Callable[[Any, Any], Any]] = {
     "learn_min_tracks": _whole(1),
     "learn_path": _path(optional=False, resolve=False),  # placed in the beets config folder by learn
     "listen": _listen,
+    "unfamiliar": _unfamiliar,
 }
 assert PARSERS.keys() == DEFAULTS.keys()
 

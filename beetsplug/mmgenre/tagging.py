@@ -34,6 +34,7 @@ from mmgenre_core.genre_map import genre_key, map_genre, parse_genre_map, unique
 #: Why a track or album was left alone (keys of the plugin's run summary).
 SKIP_HAS_GENRES = "have genres already (--force replaces, --keep-existing adds)"
 SKIP_LOW_CONFIDENCE = "below min_confidence"
+SKIP_UNFAMILIAR = "left untagged: unlike the genres the model knows"
 SKIP_NOT_ALLOWED = "no whitelisted genre"
 
 TAGGED = "tagged"
@@ -65,6 +66,8 @@ class TaggingOptions:
     keep_existing: bool = False
     #: lastgenre's ``fallback``: the genre written when none is confident enough (or allowed).
     fallback: str | None = None
+    #: Leave a track the model finds unlike every genre it knows untagged (``unfamiliar: skip``).
+    skip_unfamiliar: bool = True
 
     def __post_init__(self) -> None:
         if int(self.count) < 1:
@@ -173,14 +176,15 @@ class Decision:
 
 
 def decide(current: Sequence[str], previously_added: Sequence[str], ranked: Sequence[tuple[str, float]],
-           options: TaggingOptions) -> Decision:
+           options: TaggingOptions, *, unfamiliar: bool = False) -> Decision:
     """The new genres of an object from its current ones and the ranked predictions.
 
     * No ``force`` nor ``keep_existing`` and user genres present: skipped, untouched.
     * ``keep_existing``: the user's genres first, then the new ones not already there.
     * ``force``: the new genres replace the old ones.
-    * Nothing confident enough (or allowed): the ``fallback`` genre when one is set, else
-      skipped, untouched. A run that reports a
+    * Nothing confident enough (or allowed), or ``unfamiliar`` (the model's open-set score
+      says the track is unlike every genre it knows) with ``skip_unfamiliar``: the
+      ``fallback`` genre when one is set, else skipped, untouched. A run that reports a
       track as skipped leaves it exactly as it was (genres, its earlier mmgenre guess
       and the ``mmgenre_*`` fields that describe it stay in step).
     * The same genres as now: unchanged, and untouched too (the ``mmgenre_*`` fields
@@ -192,11 +196,12 @@ def decide(current: Sequence[str], previously_added: Sequence[str], ranked: Sequ
     if skip_reason(current, previously_added, options):
         return Decision(SKIPPED, current, list(previously_added or ()), SKIP_HAS_GENRES, touch=False, top=top)
     mine = user_genres(current, previously_added)
-    chosen = [g for g, _ in select_genres(ranked, options)]
+    unfamiliar = unfamiliar and options.skip_unfamiliar
+    chosen = [] if unfamiliar else [g for g, _ in select_genres(ranked, options)]
     if not chosen and options.fallback:
         chosen = [options.fallback]
     if not chosen:
-        reason = SKIP_LOW_CONFIDENCE if ranked else SKIP_NOT_ALLOWED
+        reason = SKIP_UNFAMILIAR if unfamiliar else SKIP_LOW_CONFIDENCE if ranked else SKIP_NOT_ALLOWED
         return Decision(SKIPPED, current, list(previously_added or ()), reason, touch=False, top=top)
     base = mine if options.keep_existing else []
     # Merging compares case-insensitively: no "Rock" beside the user's "rock".
@@ -211,6 +216,6 @@ def decide(current: Sequence[str], previously_added: Sequence[str], ranked: Sequ
 __all__ = [
     "Decision", "TaggingOptions", "combine_probabilities", "decide", "genre_key", "has_user_genres",
     "map_genre", "parse_genre_map", "parse_whitelist", "rank_genres", "select_genres", "skip_reason",
-    "unique_genres", "user_genres", "SKIP_HAS_GENRES", "SKIP_LOW_CONFIDENCE", "SKIP_NOT_ALLOWED",
+    "unique_genres", "user_genres", "SKIP_HAS_GENRES", "SKIP_LOW_CONFIDENCE", "SKIP_NOT_ALLOWED", "SKIP_UNFAMILIAR",
     "TAGGED", "UNCHANGED", "SKIPPED",
 ]
