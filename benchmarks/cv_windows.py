@@ -59,6 +59,23 @@ def macro_f1(truth: list[str], said: list[str]) -> float:
     return float(f1_score(truth, said, labels=sorted(set(truth)), average="macro", zero_division=0))
 
 
+def default_open_set_threshold() -> float | None:
+    config = json.loads((ROOT / "training" / "configs" / "default_model.json").read_text(encoding="utf-8"))
+    return config["train"].get("open_set_threshold")
+
+
+def open_set_flags(score, features: np.ndarray, heard: np.ndarray, order: list[int], tag_layer) -> np.ndarray:
+    """Which clips the open-set score flags from the windows each heard (as inference scores
+    them): features [shape=(clips, windows, dim)], heard [shape=(clips,)] window counts."""
+    from mmgenre_core.listening import heard_rows
+
+    weight, bias = tag_layer
+    rows = [heard_rows(f, order, int(n)).astype(np.float64) for f, n in zip(features, heard)]
+    means = np.stack([r.mean(axis=0) for r in rows])
+    tags = np.stack([(1 / (1 + np.exp(-(r @ weight.T + bias)))).mean(axis=0) for r in rows])
+    return score.unfamiliar(score.scores(means, tags))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--features", type=Path, required=True, help="benchmarks/window_features.py's output")
@@ -66,13 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fold seeds (each a 5-fold CV)")
     p.add_argument("--budget", type=float, default=DEFAULT_BUDGET, help="mean windows a track for 'balanced'")
     p.add_argument("--min-confidence", type=float, default=0.3, help="the plugin's default, for tag precision")
+    p.add_argument("--open-set-threshold", type=float, default=default_open_set_threshold(),
+                   help="the open-set score's threshold (default: the default model's); a flagged clip is not tagged")
     p.add_argument("--json", type=Path)
     p.add_argument("--png", type=Path)
     args = p.parse_args(argv)
 
     from sklearn.metrics import f1_score, recall_score
 
+    from mmgenre_core.musicnn import load_pretrained
+    from training.frozen_heads import fit_clip_open_set
     from training.window_head import choose_plans, fit_window_head, listen, plan_table
+
+    net = load_pretrained().eval()  # musicnn's own tag layer, for the open-set score
+    tag_layer = (net.classifier.weight.detach().double().numpy(), net.classifier.bias.detach().double().numpy())
 
     data = np.load(args.features)
     nested, parts = data["rounds"], data["fixed4"]
@@ -109,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             row[f"{m}_macro_f1"] = macro_f1(truth, answers[m])
         head, oof = fit_window_head(nested[fit], y_fit, [groups[i] for i in fit], order=order, counts=ends,
                                     n_classes=len(genres), l2_grid=L2_GRID, seed=seed)
+        open_set = (fit_clip_open_set(nested[fit], y_fit, order=order, genres=genres, threshold=args.open_set_threshold)
+                    if args.open_set_threshold is not None else None)
         from mmgenre_core.listening import window_count_rows
 
         test_rows = window_count_rows(nested[test], order, ends)  # (clips, rounds, dim)
@@ -122,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, plan in plans.items():
             probs, heard = listen(test_probs, plan, counts=ends)
             said = [genres[j] for j in probs.argmax(1)]
-            written[name] += [g if p >= args.min_confidence else None for g, p in zip(said, probs.max(1))]
+            flagged = (open_set_flags(open_set, nested[test], heard, order, tag_layer) if open_set is not None
+                       else np.zeros(len(test), dtype=bool))
+            written[name] += [g if p >= args.min_confidence and not f else None
+                              for g, p, f in zip(said, probs.max(1), flagged)]
+            row[f"{name}_unfamiliar"] = float(flagged.mean())
             row[name] = {"accuracy": float((probs.argmax(1) == y_test).mean()), "windows": float(heard.mean()),
                          "macro_f1": macro_f1(truth, said), **plan.to_dict()}
             predicted[name] += said
@@ -176,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
               + f"  | F1 {f1['balanced'][g]:.2f}  tags {tags[g]['precision']:.2f} of {tags[g]['written']}")
     tagged = sum(w is not None for w in written["balanced"]) / len(truth_all)
     right = sum(w == t for w, t in zip(written["balanced"], truth_all)) / max(1, sum(w is not None for w in written["balanced"]))
-    print(f"  balanced at min_confidence {args.min_confidence:g}: {tagged:.1%} of clips tagged, {right:.1%} of those tags right")
+    unfamiliar = float(np.mean([r["balanced_unfamiliar"] for r in rows]))
+    print(f"  balanced at min_confidence {args.min_confidence:g}, open-set threshold {args.open_set_threshold}: "
+          f"{tagged:.1%} of clips tagged, {right:.1%} of those tags right; {unfamiliar:.1%} left untagged as "
+          "unlike the genres the model knows")
     print("  every plan (mean over folds): max_windows threshold accuracy windows")
     for t in table:
         print(f"    {t['max_windows']:3d} {t['threshold']:5.2f}  {t['accuracy'] * 100:5.1f}%  {t['windows']:.2f}")
@@ -185,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({"folds": args.folds, "seeds": args.seeds, "budget": args.budget,
                                          "order": order, "counts": ends, "rows": rows, "summary": summary, "curve": table,
                                          "recall": recall, "f1": f1, "tags": tags,
-                                         "tagged_share": tagged, "tag_precision": right, "clips": {g: c // len(args.seeds) for g, c in counts.items()}},
+                                         "tagged_share": tagged, "tag_precision": right, "open_set_threshold": args.open_set_threshold,
+                                         "unfamiliar_share": unfamiliar, "clips": {g: c // len(args.seeds) for g, c in counts.items()}},
                                         indent=2) + "\n", encoding="utf-8")
     if args.png:
         plot(table, summary, args.png, first=ends[0])

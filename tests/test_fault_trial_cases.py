@@ -498,6 +498,8 @@ class TestOneLine(TrialTest):
                                                      "count: must be a whole number of at least 1, not 'two'"]),
     ("[1, 2, 3]", ["the mmgenre section in"]),
     ("{listen: slow}", ["listen: must be fast, balanced or thorough, not 'slow'"]),
+    ("{unfamiliar: ignore}", ["unfamiliar: must be skip (leave a track unlike every genre the model knows "
+                              "untagged) or tag, not 'ignore'"]),
 ])
 def test_12_a_bad_option_is_one_line_each_and_beet_still_runs(tmp_path, data_dir, section, problems):
     """`auto: maybe`, `cache: perhaps`, a list as the section: 'error loading plugin

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from beets.test.helper import AutotagImportHelper, ImportHelper, PluginMixin
 
+from .conftest import DATA_DIR
 from .plugin_helpers import (GeniusServer, MMGenrePluginMixin, copy_file, genius_config, lyrics_records,  # noqa: F401
                              media, models, needs_data, read_genres, set_tags, truncated_mp3)
 
@@ -118,6 +119,30 @@ class TestAsIsImport(ImportTestBase):
         self.import_asis()
         assert all(i.genres == ["Rock"] for i in self.lib.items())
         assert all(read_genres(i.path) == ["Rock"] for i in self.lib.items())
+
+    @pytest.mark.parametrize("unfamiliar", ["skip", "tag"])
+    def test_a_track_unlike_every_known_genre_is_left_untagged(self, unfamiliar, caplog):
+        """The shipped model, an FMA Experimental clip its open-set score flags, beside two
+        Emotify classical ones: the import leaves the odd one untagged (file and row) and
+        says so in the task's summary; ``unfamiliar: tag`` tags it anyway."""
+        self.config["mmgenre"]["model"] = None  # the shipped model
+        self.config["mmgenre"]["unfamiliar"] = unfamiliar
+        odd = DATA_DIR / "fma_sample" / "fma_small" / "001" / "001075.mp3"
+        classical = sorted((DATA_DIR / "emotify" / "classical").glob("*.mp3"))[:2]
+        self.prepare_album(sources=[odd, *classical])
+        with caplog.at_level(logging.INFO, logger="beets"):
+            self.import_asis()
+        items = {i.title: i for i in self.lib.items()}
+        flagged = items["Track 1 of album"]
+        assert [items[f"Track {n} of album"].genres for n in (2, 3)] == [["Classical"], ["Classical"]]
+        messages = [r.getMessage() for r in caplog.records if r.name == "beets.mmgenre"]
+        if unfamiliar == "skip":
+            assert flagged.genres == [] and read_genres(flagged.path) == []
+            assert flagged.get("mmgenre_model", with_album=False) is None
+            assert any("1 skipped (1 left untagged: unlike the genres the model knows)" in m for m in messages)
+        else:
+            assert flagged.genres != [] and read_genres(flagged.path) == flagged.genres
+            assert not any("unlike the genres" in m for m in messages)
 
     def test_corrupt_file_in_the_middle(self, caplog):
         folder = self.import_path / "album"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from beetsplug.mmgenre import tagging
-from beetsplug.mmgenre.tagging import (SKIP_HAS_GENRES, SKIP_LOW_CONFIDENCE, SKIP_NOT_ALLOWED, SKIPPED, TAGGED,
-                                  UNCHANGED, TaggingOptions, combine_probabilities, decide, rank_genres,
+from beetsplug.mmgenre.tagging import (SKIP_HAS_GENRES, SKIP_LOW_CONFIDENCE, SKIP_NOT_ALLOWED, SKIP_UNFAMILIAR,
+                                  SKIPPED, TAGGED, UNCHANGED, TaggingOptions, combine_probabilities, decide, rank_genres,
                                   select_genres)
 
 PROBS = {"Classical": 0.1, "Electronic": 0.2, "Pop": 0.3, "Rock": 0.4}
@@ -131,6 +131,24 @@ def test_decide(current, ours, options, ranked, status, genres, added, reason, t
     assert (decision.status, decision.genres, decision.added, decision.reason, decision.touch) == (
         status, genres, added, reason, touch)
     assert decision.top == (ranked[0] if ranked else None)
+
+
+@pytest.mark.parametrize(
+    "current, ours, options, status, genres, reason",
+    [
+        pytest.param([], [], {}, SKIPPED, [], SKIP_UNFAMILIAR, id="left-untagged"),
+        pytest.param(["Pop"], ["Pop"], {}, SKIPPED, ["Pop"], SKIP_UNFAMILIAR, id="own-old-guess-kept-untouched"),
+        pytest.param(["Jazz"], [], {"force": True}, SKIPPED, ["Jazz"], SKIP_UNFAMILIAR, id="force-never-empties"),
+        pytest.param(["Jazz"], [], {}, SKIPPED, ["Jazz"], SKIP_HAS_GENRES, id="user-genres-first"),
+        pytest.param([], [], {"fallback": "Unknown"}, TAGGED, ["Unknown"], None, id="fallback-still-applies"),
+        pytest.param([], [], {"skip_unfamiliar": False}, TAGGED, ["Rock"], None, id="unfamiliar-tag"),
+    ],
+)
+def test_decide_unfamiliar(current, ours, options, status, genres, reason):
+    """A track the open-set score flags is left as it was, even when its top genre is confident."""
+    decision = decide(current, ours, RANKED, TaggingOptions(**options), unfamiliar=True)
+    assert (decision.status, decision.genres, decision.reason) == (status, genres, reason)
+    assert decision.touch == (status == TAGGED)
 
 
 def test_skip_reason_means_no_classification_needed():

@@ -117,8 +117,8 @@ def fit_lyrics_head(x: torch.Tensor, labels: np.ndarray, groups: np.ndarray, *, 
             "oof_accuracy": accuracy}
 
 
-def fit_clip_open_set(model: torch.nn.Module, features: np.ndarray, labels: np.ndarray, *, order: list[int],
-                      genres: list[str], threshold: float) -> Any:
+def fit_clip_open_set(features: np.ndarray, labels: np.ndarray, *, order: list[int], genres: list[str],
+                      threshold: float) -> Any:
     """The open-set score (:mod:`mmgenre_core.open_set`) of a musicnn model, fitted on each
     clip's mean over its first five windows in listening order (what ``balanced`` hears at
     most, as ``benchmarks/cv_open_set.py`` measures it). features [shape=(clips, windows, dim)]."""
@@ -187,7 +187,7 @@ def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torc
                                              for k, c in enumerate(ends)}}
         log.info("listening plans (inner CV): %s", {k: p.to_dict() for k, p in plans.items()})
         if t.open_set_threshold is not None:
-            metadata["open_set"] = fit_clip_open_set(model, feats, labels, order=order, genres=list(table.genres),
+            metadata["open_set"] = fit_clip_open_set(feats, labels, order=order, genres=list(table.genres),
                                                      threshold=t.open_set_threshold).to_metadata()
 
     if len(lyrics_idx) and "bag" in blocks:

@@ -205,6 +205,14 @@ def per_genre_from(cv: dict[str, Any], ckpt: Checkpoint, *, method: str = "probe
     return {"source": source, "genres": rows, "rule": VERDICT_RULE}
 
 
+def _open_set_words(cv: dict[str, Any]) -> str:
+    """", leaving 4.3% untagged as unlike the genres it knows" when the run scored the open set."""
+    if cv.get("open_set_threshold") is None or cv.get("unfamiliar_share") is None:
+        return ""
+    return (f", leaving {_pct(cv['unfamiliar_share'])} untagged as unlike the genres it knows (open-set threshold "
+            f"{cv['open_set_threshold']:g})")
+
+
 def per_genre_from_windows(cv: dict[str, Any], ckpt: Checkpoint, *, plan: str = "balanced") -> dict[str, Any]:
     """The card's per-genre table from ``benchmarks/cv_windows.py --json`` output: the
     named plan's recall and F1, and the precision of the tags it writes at the plugin's
@@ -221,8 +229,8 @@ def per_genre_from_windows(cv: dict[str, Any], ckpt: Checkpoint, *, plan: str = 
               f"labelled clips, fold seeds {', '.join(map(str, cv['seeds']))}, the {plan} plan, pooled; accuracy "
               f"{_pct(summary[plan]['accuracy']['mean'])} at {summary[plan]['windows']['mean']:.2f} windows a track "
               f"(fixed four windows {_pct(summary['fixed4']['mean'])}, plain probe {_pct(summary['probe']['mean'])}); "
-              f"at min_confidence 0.3 it tags {_pct(cv.get('tagged_share'))} of the clips and "
-              f"{_pct(cv.get('tag_precision'))} of its tags are right")
+              f"at min_confidence 0.3{_open_set_words(cv)} it tags {_pct(cv.get('tagged_share'))} of the clips "
+              f"and {_pct(cv.get('tag_precision'))} of its tags are right")
     return {"source": source, "genres": rows, "rule": VERDICT_RULE}
 
 

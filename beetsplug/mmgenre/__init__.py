@@ -762,7 +762,10 @@ class MMGenrePlugin(BeetsPlugin):
                               display_text(task.paths[0]) or task, exc)
             self._log.debug("mmgenre import stage error", exc_info=True)
             return
-        self._log.debug("import: {}", summary.describe())
+        # A track left untagged as unfamiliar is news to the user (they may want to tag it
+        # by hand): the task's summary is shown then, otherwise kept for -v.
+        unfamiliar = summary.skipped.get(tagging.SKIP_UNFAMILIAR, 0)
+        (self._log.info if unfamiliar else self._log.debug)("import: {}", summary.describe())
 
     def _tag_task(self, lib: Library, task: ImportTask, items: Sequence[Item], options: tagging.TaggingOptions,
                   mode: RunMode, summary: Summary) -> None:
