@@ -53,17 +53,7 @@ DATA = ROOT.parent / "shared" / "data"
 # to Rock, soul and rnb to Soul-RnB, electronica and electro to Electronic, indie pop to
 # Pop. Era, mood and voice tags (00s, sad, female vocalists, ...) say nothing of genre.
 # No tag names Classical or International: zero-shot cannot answer them.
-TAG_TO_GENRE = {
-    "rock": "Rock", "alternative rock": "Rock", "classic rock": "Rock", "indie rock": "Rock",
-    "hard rock": "Rock", "metal": "Rock", "heavy metal": "Rock", "punk": "Rock", "Progressive rock": "Rock",
-    "pop": "Pop", "indie pop": "Pop",
-    "electronic": "Electronic", "electronica": "Electronic", "electro": "Electronic", "dance": "Electronic",
-    "House": "Electronic",
-    "jazz": "Jazz", "blues": "Blues", "country": "Country", "folk": "Folk", "Hip-Hop": "Hip-Hop",
-    "soul": "Soul-RnB", "rnb": "Soul-RnB", "funk": "Soul-RnB",
-    "experimental": "Experimental", "easy listening": "Easy Listening",
-    "instrumental": "Instrumental", "ambient": "Instrumental",
-}
+from mmgenre_core.open_set import TAG_TO_GENRE  # noqa: E402 - the one map, shared with the open-set score
 
 
 def load_pool(data: Path) -> list[dict[str, str]]:
