@@ -36,7 +36,6 @@ from benchmarks.cv_lyrics import fold_splits  # noqa: E402
 MIN_HELD_OUT_CLIPS = 20
 MIN_TRAIN_CLIPS = 5
 TARGET_LOST = 0.10
-SCORED_WINDOWS = 5
 
 
 def caught_at(known: np.ndarray, unknown: np.ndarray, lost: float) -> tuple[float, float]:
@@ -52,23 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
 
-    from mmgenre_core.listening import window_count_rows
-    from mmgenre_core.musicnn import MSD_LABELS, load_pretrained
-    from mmgenre_core.open_set import fit_open_set
+    from mmgenre_core.listening import heard_rows
+    from mmgenre_core.musicnn import load_pretrained
+    from mmgenre_core.open_set import heard_signs, musicnn_tag_layer
+    from training.frozen_heads import OPEN_SET_WINDOWS, fit_clip_open_set
     from training.window_head import fit_window_head
 
     data = np.load(args.features)
     nested, genres_all, groups = data["rounds"], np.array(data["genres"]), list(data["artists"])
     order, ends = [int(v) for v in data["order"]], [int(v) for v in data["ends"]]
-    net = load_pretrained().eval()
-    tag_w = net.classifier.weight.detach().double().numpy()
-    tag_b = net.classifier.bias.detach().double().numpy()
-    means = window_count_rows(nested, order, [SCORED_WINDOWS])[:, 0]  # (clips, dim)
-    heard = nested[:, order[:SCORED_WINDOWS]]  # (clips, 5, dim), NaN rows: windows a clip lacks
-    tag_probs = np.nanmean(1 / (1 + np.exp(-(heard @ tag_w.T + tag_b))), axis=1)  # (clips, 50)
-    # A clip too short for the layout has one window (row 0).
-    short = ~np.isfinite(tag_probs).all(axis=1)
-    tag_probs[short] = 1 / (1 + np.exp(-(nested[short, 0] @ tag_w.T + tag_b)))
+    # Each clip as inference scores it after its first five windows: (clips, dim), (clips, 50).
+    means, tag_probs = heard_signs([heard_rows(f, order, OPEN_SET_WINDOWS) for f in nested],
+                                   musicnn_tag_layer(load_pretrained()))
 
     held_out = sorted(g for g, n in Counter(genres_all).items() if n >= MIN_HELD_OUT_CLIPS)
     print(f"{len(genres_all)} clips; held out in turn: {', '.join(held_out)}; folds: 5 x seeds {args.seeds}", flush=True)
@@ -88,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 y = np.array([enough.index(genres_all[i]) for i in fit])
                 head, _ = fit_window_head(nested[fit], y, [groups[i] for i in fit], order=order, counts=ends,
                                           n_classes=len(enough), l2_grid=(0.1,), seed=seed)
-                score = fit_open_set(means[fit], y, genres=enough, tag_labels=MSD_LABELS, threshold=1.0)
+                score = fit_clip_open_set(nested[fit], y, order=order, genres=enough, threshold=1.0)
                 for side, idx in (("known", known), ("unknown", unknown)):
                     if len(idx) == 0:
                         continue
@@ -100,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                         (known_scores if side == "known" else unknown_scores)[n][genre] += v.tolist()
         print(f"  {genre} held out: done ({time.perf_counter() - started:.0f} s)", flush=True)
 
-    results: dict = {"held_out": held_out, "seeds": args.seeds, "scored_windows": SCORED_WINDOWS, "scores": {}}
+    results: dict = {"held_out": held_out, "seeds": args.seeds, "scored_windows": OPEN_SET_WINDOWS, "scores": {}}
     print("\nshare of the held-out genre's clips flagged, at a threshold flagging 5 / 10 / 15% of the known "
           "genres' clips (pooled over held-out genres; per genre at 10%):")
     for n in names:

@@ -68,12 +68,10 @@ def open_set_flags(score, features: np.ndarray, heard: np.ndarray, order: list[i
     """Which clips the open-set score flags from the windows each heard (as inference scores
     them): features [shape=(clips, windows, dim)], heard [shape=(clips,)] window counts."""
     from mmgenre_core.listening import heard_rows
+    from mmgenre_core.open_set import heard_signs
 
-    weight, bias = tag_layer
-    rows = [heard_rows(f, order, int(n)).astype(np.float64) for f, n in zip(features, heard)]
-    means = np.stack([r.mean(axis=0) for r in rows])
-    tags = np.stack([(1 / (1 + np.exp(-(r @ weight.T + bias)))).mean(axis=0) for r in rows])
-    return score.unfamiliar(score.scores(means, tags))
+    rows = [heard_rows(f, order, int(n)) for f, n in zip(features, heard)]
+    return score.unfamiliar(score.scores(*heard_signs(rows, tag_layer)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,11 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import f1_score, recall_score
 
     from mmgenre_core.musicnn import load_pretrained
+    from mmgenre_core.open_set import musicnn_tag_layer
     from training.frozen_heads import fit_clip_open_set
     from training.window_head import choose_plans, fit_window_head, listen, plan_table
 
-    net = load_pretrained().eval()  # musicnn's own tag layer, for the open-set score
-    tag_layer = (net.classifier.weight.detach().double().numpy(), net.classifier.bias.detach().double().numpy())
+    tag_layer = musicnn_tag_layer(load_pretrained())  # musicnn's own tags, for the open-set score
 
     data = np.load(args.features)
     nested, parts = data["rounds"], data["fixed4"]

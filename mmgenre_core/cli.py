@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .bounded_read import human_bytes
+from .listening import DEFAULT_PLAN, PLAN_NAMES
 
 log = logging.getLogger("mmgenre")
 
@@ -219,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", default="auto", metavar="N|auto",
                    help="CPU threads for the model (default auto: the CPUs other processes leave free)")
     p.add_argument("--top-k", type=int, default=3, metavar="K")
-    p.add_argument("--listen", choices=["fast", "balanced", "thorough"], default="balanced",
+    p.add_argument("--listen", choices=PLAN_NAMES, default=DEFAULT_PLAN,
                    help="how long to listen to a track the model is unsure of (a model that listens in "
                         "rounds; --json reports the windows each track was heard at)")
     p.add_argument("--json", action="store_true", help="one JSON object per track, one a line")

@@ -55,6 +55,27 @@ def tag_genre_masks(tag_labels: Sequence[str], genres: Sequence[str]) -> tuple[n
     return unknown, known
 
 
+#: musicnn's own tag layer as (weight [shape=(tags, dim)], bias [shape=(tags,)]), float64.
+TagLayer = tuple[np.ndarray, np.ndarray]
+
+
+def musicnn_tag_layer(backbone: Any) -> TagLayer:
+    """The 50-tag output layer of a :class:`mmgenre_core.musicnn.Musicnn`, as numpy."""
+    layer = backbone.classifier
+    return layer.weight.detach().double().cpu().numpy(), layer.bias.detach().double().cpu().numpy()
+
+
+def heard_signs(heard: Sequence[np.ndarray], tag_layer: TagLayer) -> tuple[np.ndarray, np.ndarray]:
+    """What the score reads of each track from the windows it heard: heard, per track
+    [shape=(windows heard, dim)] -> (mean features [shape=(tracks, dim)], mean musicnn tag
+    probabilities [shape=(tracks, tags)])."""
+    weight, bias = tag_layer
+    rows = [np.asarray(r, dtype=np.float64) for r in heard]
+    means = np.stack([r.mean(axis=0) for r in rows])
+    tags = np.stack([(1.0 / (1.0 + np.exp(-(r @ weight.T + bias)))).mean(axis=0) for r in rows])
+    return means, tags
+
+
 @dataclass(frozen=True)
 class OpenSetScore:
     """The fitted score. means [shape=(genres, dim)] of the genres with audio, precision
@@ -133,4 +154,5 @@ def fit_open_set(features: np.ndarray, labels: np.ndarray, *, genres: Sequence[s
     return OpenSetScore(means, precision, max(scale, 1e-12), unknown, known, float(threshold))
 
 
-__all__ = ["DISTANCE_CAP", "DISTANCE_WEIGHT", "OpenSetScore", "TAG_TO_GENRE", "fit_open_set", "tag_genre_masks"]
+__all__ = ["DISTANCE_CAP", "DISTANCE_WEIGHT", "OpenSetScore", "TAG_TO_GENRE", "TagLayer", "fit_open_set",
+           "heard_signs", "musicnn_tag_layer", "tag_genre_masks"]

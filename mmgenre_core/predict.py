@@ -31,7 +31,7 @@ from .errors import AudioError, CheckpointError, ModelNotFoundError
 from .feature_cache import FeatureCache, FileIdentity, backbone_id
 from .listening import DEFAULT_PLAN, PLAN_NAMES, ListeningPlan, heard_mean, heard_rows, plans_of, rounds_up_to
 from .model import FusedBatch
-from .open_set import OpenSetScore
+from .open_set import OpenSetScore, heard_signs, musicnn_tag_layer
 from .text import Vocabulary, encode_batch, has_words
 
 log = logging.getLogger(__name__)
@@ -187,22 +187,15 @@ class GenreClassifier:
         except CheckpointError as exc:
             log.warning("%s: %s; no track is left untagged as unfamiliar", self.checkpoint.path or "checkpoint", exc)
             return None
-        tags = self.model.cnn.backbone.classifier  # musicnn's own 50 MSD tags, from the same features
-        self._tag_layer = (tags.weight.detach().double().cpu().numpy(), tags.bias.detach().double().cpu().numpy())
+        self._tag_layer = musicnn_tag_layer(self.model.cnn.backbone)  # its 50 MSD tags, from the same features
         return score
 
-    def _open_set_scores(self, features: list[np.ndarray], counts: list[int]) -> list[float | None]:
-        """Each track's open-set score from the windows it heard (features [shape=(windows, dim)]
-        with NaN rows, the first ``counts[i]`` in listening order heard); None without a score."""
+    def _open_set_scores(self, heard: list[np.ndarray]) -> list[float | None]:
+        """Each track's open-set score from the windows it heard (per track [shape=(heard, dim)]);
+        None without a score."""
         if self.open_set is None:
-            return [None] * len(features)
-        weight, bias = self._tag_layer
-        means, tags = [], []
-        for f, count in zip(features, counts):
-            rows = heard_rows(f, self.order, count).astype(np.float64)  # (heard, dim)
-            means.append(rows.mean(axis=0))
-            tags.append((1.0 / (1.0 + np.exp(-(rows @ weight.T + bias)))).mean(axis=0))
-        scores = self.open_set.scores(np.stack(means), np.stack(tags))
+            return [None] * len(heard)
+        scores = self.open_set.scores(*heard_signs(heard, self._tag_layer))
         return [float(s) if np.isfinite(s) else None for s in scores]
 
     @classmethod
@@ -665,9 +658,8 @@ class GenreClassifier:
         if cache is not None:
             cache.put_many(self.backbone_id, [(batch[i].ident, feats[i]) for i in sorted(changed)
                                               if batch[i].ident is not None])
-        heard = [1 if f.shape[0] == 1 else int(np.isfinite(f[self.order[:stops[k]]]).all(axis=1).sum())
-                 for f, k in zip(feats, stage)]
-        return probs, att, heard, self._open_set_scores(feats, [stops[k] for k in stage])
+        heard = [heard_rows(f, self.order, stops[k]) for f, k in zip(feats, stage)]
+        return probs, att, [len(h) for h in heard], self._open_set_scores(heard)
 
     def _decode_more(self, todo: list[_Decoded], num_workers: int | None) -> None:
         """Decode the windows ``d.slots`` of each track into ``d.windows`` (or ``d.error``), in threads."""

@@ -117,6 +117,11 @@ def fit_lyrics_head(x: torch.Tensor, labels: np.ndarray, groups: np.ndarray, *, 
             "oof_accuracy": accuracy}
 
 
+#: Windows (in listening order) of each clip that the open-set score is fitted on: what
+#: ``balanced`` hears at most.
+OPEN_SET_WINDOWS = 5
+
+
 def fit_clip_open_set(features: np.ndarray, labels: np.ndarray, *, order: list[int], genres: list[str],
                       threshold: float) -> Any:
     """The open-set score (:mod:`mmgenre_core.open_set`) of a musicnn model, fitted on each
@@ -126,7 +131,7 @@ def fit_clip_open_set(features: np.ndarray, labels: np.ndarray, *, order: list[i
     from mmgenre_core.musicnn import MSD_LABELS
     from mmgenre_core.open_set import fit_open_set
 
-    means = window_count_rows(features, order, [5])[:, 0]
+    means = window_count_rows(features, order, [OPEN_SET_WINDOWS])[:, 0]
     return fit_open_set(means, labels, genres=genres, tag_labels=MSD_LABELS, threshold=threshold)
 
 
