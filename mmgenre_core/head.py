@@ -7,6 +7,7 @@ features): one fitting routine, so the two cannot drift.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -23,6 +24,10 @@ class Block:
     start: int
     stop: int
     probed: bool
+
+
+#: A block whose share of non-zero inputs is below this is multiplied as a sparse matrix.
+SPARSE_BELOW = 0.05
 
 
 def fit_head(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, *, blocks: Sequence[Block],
@@ -43,7 +48,13 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, *, blocks: Seque
     for b in blocks:
         xb = x[:, b.start:b.stop].float()
         rows = torch.nonzero(xb.abs().sum(dim=1) > 0).flatten()
-        parts.append((rows, xb[rows].contiguous()))
+        xb = xb[rows].contiguous()
+        if xb.numel() and (xb != 0).float().mean() < SPARSE_BELOW:
+            # A bag of words is ~1% filled: a sparse product is several times faster.
+            with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+                warnings.simplefilter("ignore", UserWarning)
+                xb = xb.to_sparse_csr()
+        parts.append((rows, xb))
     sizes = [b.stop - b.start for b in blocks]
     weight = torch.zeros((n_classes, sum(sizes))) if init is None else init[0].float().clone()
     bias = torch.zeros(n_classes) if init is None else init[1].float().clone()
@@ -60,7 +71,7 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, *, blocks: Seque
         penalty = weight.new_zeros(())
         for (rows, xb), lo, hi, c in zip(parts, bounds[:-1], bounds[1:], l2):
             wb = weight[:, lo:hi]
-            logits = logits.index_add(0, rows, xb @ wb.T)
+            logits = logits.index_add(0, rows, torch.sparse.mm(xb, wb.T) if xb.is_sparse_csr else xb @ wb.T)
             shrink = wb if prior is None else wb - prior[:, lo:hi]
             penalty = penalty + 0.5 * float(c) * shrink.pow(2).sum()
         loss = (F.cross_entropy(logits, y, reduction="none") * wn).sum() + penalty
