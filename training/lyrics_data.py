@@ -29,7 +29,7 @@ from .examples import Example, canonical_genre, normalise_split
 
 log = logging.getLogger(__name__)
 
-_SOURCE_KEYS = {"type", "path", "standalone", "name", "genre_map", "match"}
+_SOURCE_KEYS = {"type", "path", "standalone", "name", "genre_map", "match", "exclude", "first_artist"}
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -99,22 +99,55 @@ def attach_lyrics(examples: list[Example], records: list[dict[str, Any]], *, bas
     return attached
 
 
+def excluded(rec: dict[str, Any], exclude: dict[str, Any]) -> bool:
+    """Whether a source's ``exclude`` rules drop this record: ``{field: [values]}`` drops a
+    record whose field holds one of the values, ``{field: true}`` one where it is set at all
+    (e.g. ``{"text_form": ["flattened_lowercase"], "overlaps_existing": true}``)."""
+    for field, rule in exclude.items():
+        value = rec.get(field)
+        if rule is True:
+            if value not in (None, "", [], False):
+                return True
+        elif isinstance(rule, list) and value in rule:
+            return True
+    return False
+
+
+def _check_exclude(exclude: Any) -> dict[str, Any]:
+    if exclude is None:
+        return {}
+    if not isinstance(exclude, dict) or not all(r is True or isinstance(r, list) for r in exclude.values()):
+        raise ConfigError("lyrics source: 'exclude' must map record fields to a list of values or true")
+    return exclude
+
+
 def standalone_examples(records: list[dict[str, Any]], spec: dict[str, Any], *, base: Path) -> list[Example]:
-    """Lyrics-only examples from records with a ``genre``."""
+    """Lyrics-only examples from records with a ``genre``, less those the source's
+    ``exclude`` rules drop; with ``first_artist`` the artist (the split's group) is the
+    first credited one of a comma-separated list."""
     name = spec.get("name") or f"lyrics:{Path(spec['path']).stem}"
     genre_map = spec.get("genre_map") or {}
-    out, no_genre = [], 0
+    exclude = _check_exclude(spec.get("exclude"))
+    out, no_genre, dropped = [], 0, 0
     for rec in records:
+        if excluded(rec, exclude):
+            dropped += 1
+            continue
         genre = rec.get("genre")
         if not isinstance(genre, str) or not genre.strip():
             no_genre += 1
             continue
         rid = rec.get("id", rec.get("track_id", rec.get("key", f"line{rec['_line']}")))
+        artist = rec.get("artist") or None
+        if artist and spec.get("first_artist"):
+            artist = str(artist).split(",")[0].strip() or None
         out.append(Example(
             key=f"{name}:{rid}", genre=canonical_genre(genre, genre_map), split=normalise_split(rec.get("split")),
-            artist=rec.get("artist") or None, title=rec.get("title") or None, lyrics=rec["lyrics"], source=name))
+            artist=artist, title=rec.get("title") or None, lyrics=rec["lyrics"], source=name))
     if no_genre:
         log.warning("%s: %d records without a genre skipped", name, no_genre)
+    if dropped:
+        log.info("%s: %d records left out by the source's exclude rules", name, dropped)
     return out
 
 
@@ -150,6 +183,7 @@ __all__ = [
     "read_jsonl",
     "load_lyrics_source",
     "attach_lyrics",
+    "excluded",
     "standalone_examples",
     "tokenize_all",
     "build_vocabulary",
