@@ -47,6 +47,28 @@ def read_temperatures(checkpoint: Any) -> dict[str, float]:
     return out
 
 
+#: A fusion scale outside this range means a broken fit or a hand-edited checkpoint.
+_SCALE_RANGE = (0.0, 100.0)
+
+
+def read_fusion_scale(checkpoint: Any) -> float:
+    """The factor on a with-audio track's lyrics vector, ``metadata["fusion"]["lyrics_scale"]``
+    (training/fusion.py's rule); 1.0 without one (the two heads' evidence added as is).
+
+    Raises CheckpointError when it is present but not a finite number in a sane range.
+    """
+    where = getattr(checkpoint, "path", None) or "checkpoint"
+    fusion = (checkpoint.metadata or {}).get("fusion")
+    if fusion is None:
+        return 1.0
+    value = fusion.get("lyrics_scale") if isinstance(fusion, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not _SCALE_RANGE[0] <= value <= _SCALE_RANGE[1]:
+        raise CheckpointError(f"{where}: metadata.fusion.lyrics_scale must be a number in "
+                              f"[{_SCALE_RANGE[0]}, {_SCALE_RANGE[1]}], not {value!r}")
+    return float(value)
+
+
 def softmax(z: np.ndarray) -> np.ndarray:
     """Softmax over the last axis, shifted by the row maximum (no overflow)."""
     z = z - z.max(axis=-1, keepdims=True)

@@ -311,6 +311,9 @@ class GenreModel(nn.Module):
             fused += config.lyrics_dim
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(fused, config.n_genres)
+        #: Factor on the lyrics vector of a row that also has audio: the learnt fusion rule
+        #: (training/fusion.py; inference sets it from the checkpoint's metadata["fusion"]).
+        self.lyrics_scale_with_audio = 1.0
 
     # The three stages are public so inference can encode lyrics once per track and
     # audio once per window, then fuse per window.
@@ -377,6 +380,15 @@ class GenreModel(nn.Module):
         fused = torch.cat([p.to(dtype) for p in parts], dim=-1)
         return self.classifier(self.dropout(fused))
 
+    def _scale_where_audio(self, docs: torch.Tensor, batch: "FusedBatch", present: torch.Tensor) -> torch.Tensor:
+        """docs [shape=(len(lyrics_pos), lyrics_dim)] with the rows that also have audio and
+        real lyrics (``present`` per document) scaled by :attr:`lyrics_scale_with_audio`."""
+        has_audio = torch.zeros(batch.size, dtype=torch.bool, device=docs.device)
+        has_audio[batch.audio_pos] = True
+        real = present if batch.lyrics_doc is None else present[batch.lyrics_doc]
+        both = (has_audio[batch.lyrics_pos] & real).unsqueeze(-1)
+        return torch.where(both, docs * self.lyrics_scale_with_audio, docs)
+
     def forward(self, batch: "FusedBatch", *, return_attention: bool = False) -> ModelOutput | torch.Tensor:
         """Logits [shape=(batch.size, n_genres)]: the one fused pass that training,
         evaluation and inference all call (inference then averages a track's windows).
@@ -401,6 +413,8 @@ class GenreModel(nn.Module):
                     torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
                 han = self.encode_lyrics(ids, mask, present)
                 docs = han.vector if batch.lyrics_doc is None else han.vector[batch.lyrics_doc]
+                if self.lyrics_scale_with_audio != 1.0 and self.config.use_audio and batch.audio_pos.numel():
+                    docs = self._scale_where_audio(docs, batch, present & mask.flatten(1).any(dim=1))
                 lyrics_vec = lyrics_vec.index_copy(0, batch.lyrics_pos, docs.to(lyrics_vec.dtype))
                 word_att, line_att = han.word_attention, han.line_attention
         logits = self.classify(audio_vec, lyrics_vec)

@@ -114,8 +114,39 @@ def fit_lyrics_head(x: torch.Tensor, labels: np.ndarray, groups: np.ndarray, *, 
     log.info("lyrics head: l2 %g (inner out-of-fold error rate %s), temperature %.3f, out-of-fold "
              "accuracy %.3f", best, {k: round(v, 4) for k, v in errors.items()}, temperature, accuracy)
     return {"weight": weight, "bias": bias, "temperature": temperature, "l2": best, "inner": errors,
-            "oof_accuracy": accuracy}
+            "oof_accuracy": accuracy, "oof": oof}
 
+
+def fit_fusion(audio: tuple[np.ndarray, np.ndarray], lyrics: tuple[np.ndarray, np.ndarray], *,
+               audio_temperature: float, lyrics_temperature: float, seed: int) -> dict[str, Any]:
+    """The fusion rule's lyrics weight (:mod:`training.fusion`) on genre-matched pairs of
+    out-of-fold answers: audio = (calibrated logits [shape=(clips, genres)], labels),
+    lyrics = (calibrated evidence without bias [shape=(songs, genres)], labels).
+    Returns ``metadata["fusion"]``, with the pairs' accuracies."""
+    from .fusion import fit_lyrics_weight, fused_logits, genre_matched_pairs
+
+    clips, songs = genre_matched_pairs(audio[1], lyrics[1], seed=seed)
+    if not len(clips):
+        raise ConfigError("no audio clip shares a genre with the lyrics: no pairs to fit the fusion on")
+    a, l, y = audio[0][clips], lyrics[0][songs], audio[1][clips]
+    weight = fit_lyrics_weight(a, l, y)
+
+    def accuracy(z: np.ndarray) -> float:
+        return round(float((z.argmax(1) == y).mean()), 4)
+
+    out = {"rule": "audio logits / T_audio + lyrics_weight * lyrics evidence / T_lyrics",
+           "lyrics_weight": round(weight, 4),
+           "lyrics_scale": round(weight * audio_temperature / lyrics_temperature, 6),
+           "pairs": int(len(clips)),
+           "inner_cv_accuracy": {"audio": accuracy(a), "lyrics": accuracy(l), "fused": accuracy(fused_logits(a, l, weight))}}
+    log.info("fusion on %d genre-matched pairs: lyrics weight %.3f, accuracy %s", len(clips), weight,
+             out["inner_cv_accuracy"])
+    return out
+
+
+#: Windows heard of a clip in the pairs the fusion weight is fitted on: what ``balanced``
+#: hears at most.
+FUSION_WINDOWS = 5
 
 #: Windows (in listening order) of each clip that the open-set score is fitted on: what
 #: ``balanced`` hears at most.
@@ -155,6 +186,7 @@ def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torc
     audio_idx = table.indices(None, mode="audio")
     lyrics_idx = table.indices(None, mode="lyrics")
     audio_bias = None
+    audio_oof = None  # (calibrated out-of-fold logits of the clips, their labels), for the fusion weight
     if len(audio_idx):
         if not model.audio_config.in_rounds or model.config.audio_branch != "musicnn":
             raise ConfigError("train.frozen_heads needs a musicnn audio branch that listens in rounds "
@@ -184,6 +216,8 @@ def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torc
         audio_bias = torch.from_numpy(head.bias).to(bias)
         bias.copy_(audio_bias)
         temperatures["audio"] = round(head.temperature, 4)
+        nearest = min(range(len(ends)), key=lambda k: abs(ends[k] - FUSION_WINDOWS))
+        audio_oof = (oof["logits"][:, nearest] / head.temperature, labels)
         metadata["listening"] = {"plans": {k: p.to_dict() for k, p in plans.items()}, "counts": ends,
                                  "budget": t.listen_budget, "inner_cv": curve}
         metrics["audio"] = {"clips": int(len(audio_idx)), "l2": head.l2, "temperature": head.temperature,
@@ -203,7 +237,7 @@ def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torc
         b = blocks["bag"]
         weight[:, b.start:b.stop] = lyr["weight"].to(weight)
         temperatures["lyrics"] = round(lyr["temperature"], 4)
-        metrics["lyrics"] = {k: v for k, v in lyr.items() if k not in ("weight", "bias")}
+        metrics["lyrics"] = {k: v for k, v in lyr.items() if k not in ("weight", "bias", "oof")}
         if audio_bias is None:
             bias.copy_(lyr["bias"].to(bias))
         else:
@@ -218,17 +252,28 @@ def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torc
                                    rcond=1e-9, driver="gelsd").solution.squeeze(1)
             with torch.no_grad():
                 model.no_audio.copy_(v.to(model.no_audio))
+            lyrics_evidence = (lyr["oof"] - lyr["bias"].double().numpy()) / lyr["temperature"]
+            metadata["fusion"] = fit_fusion(audio_oof, (lyrics_evidence, table.labels[lyrics_idx]),
+                                            audio_temperature=temperatures["audio"],
+                                            lyrics_temperature=temperatures["lyrics"], seed=cfg.seed)
+            metrics["fusion"] = metadata["fusion"]
     with torch.no_grad():
         model.classifier.weight.copy_(weight)
         model.classifier.bias.copy_(bias)
         if hasattr(model, "no_lyrics"):
             model.no_lyrics.zero_()
-    if "audio" in temperatures and "lyrics" in temperatures:
+    if "fusion" in metadata:
+        # A track with both: its lyrics vector is scaled by metadata["fusion"]["lyrics_scale"],
+        # so that dividing by the audio temperature gives the fusion rule (training/fusion.py).
+        temperatures["both"] = temperatures["audio"]
+    elif "audio" in temperatures and "lyrics" in temperatures:
         # No example has both: the geometric mean, as calibrate.py does for a kind never seen.
         temperatures["both"] = round(float(np.sqrt(temperatures["audio"] * temperatures["lyrics"])), 4)
+    both = ("the audio's, its lyrics weighted by metadata.fusion" if "fusion" in metadata
+            else "the geometric mean")
     metadata["calibration"] = {"temperature": temperatures, "method": "temperature scaling",
                                "fitted_on": "out-of-fold answers of the inner artist-grouped cross-validation "
-                                            "(a track with both inputs: the geometric mean)"}
+                                            f"(a track with both inputs: {both})"}
     vocab = data.vocab.to_list() if data.vocab else []
     ckpt = Checkpoint.from_model(model, text_config=cfg.text_config(), genres=table.genres,
                                  vocab=vocab if model.config.use_lyrics else [],
