@@ -267,6 +267,10 @@ class ModelConfig:
     # model's vocabulary). With a few hundred training songs the HAN alone learns
     # little; the bag gives the linear head what a TF-IDF + logistic regression has.
     lyrics_bow: bool = False
+    # Columns of the bag for word pairs (two vocabulary words side by side in a line),
+    # after the vocabulary's: a 1-2-gram TF-IDF, as the simple baseline has. In training
+    # configs the most to keep; in a checkpoint how many it kept.
+    bag_bigrams: int = bounded(0, 0, 500_000)
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -293,8 +297,8 @@ class ModelConfig:
 
     @property
     def lyrics_dim(self) -> int:
-        """Width of the lyrics branch's output: the HAN vector (+ the bag of words)."""
-        return 2 * self.line_hidden + (self.vocab_size if self.lyrics_bow else 0)
+        """Width of the lyrics branch's output: the HAN vector (+ the bag of words and pairs)."""
+        return 2 * self.line_hidden + (self.vocab_size + self.bag_bigrams if self.lyrics_bow else 0)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)

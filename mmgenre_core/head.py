@@ -35,6 +35,7 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, *, blocks: Seque
              prior: torch.Tensor | None = None, max_iter: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression by L-BFGS.
 
+    x may be a sparse COO tensor (a large bag of words).
     Minimises ``sum_i w_i CE_i / sum_i w_i + sum_b l2_b / 2 * ||W_b - P_b||^2`` over
     the given blocks' columns of x [shape=(rows, head_in)] and a bias, where ``prior``
     P [shape=(n_classes, the blocks' columns)] is what the weights shrink towards
@@ -46,15 +47,22 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, *, blocks: Seque
     # fit several times faster on collections of separate clips and lyrics.
     parts = []
     for b in blocks:
-        xb = x[:, b.start:b.stop].float()
-        rows = torch.nonzero(xb.abs().sum(dim=1) > 0).flatten()
-        xb = xb[rows].contiguous()
-        if xb.numel() and (xb != 0).float().mean() < SPARSE_BELOW:
-            # A bag of words is ~1% filled: a sparse product is several times faster.
-            with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
-                warnings.simplefilter("ignore", UserWarning)
-                xb = xb.to_sparse_csr()
-        parts.append((rows, xb))
+        if x.is_sparse:  # a sparse COO x (a large bag of words): its block's non-empty rows
+            xb = x if (b.start, b.stop) == (0, x.shape[1]) else x.index_select(1, torch.arange(b.start, b.stop))
+            xb = xb.coalesce().float()
+            rows = torch.unique(xb.indices()[0])
+            xb = xb.index_select(0, rows)
+        else:
+            xb = x[:, b.start:b.stop].float()
+            rows = torch.nonzero(xb.abs().sum(dim=1) > 0).flatten()
+            xb = xb[rows].contiguous()
+            if not xb.numel() or (xb != 0).float().mean() >= SPARSE_BELOW:
+                parts.append((rows, xb))
+                continue
+        # A bag of words is ~1% filled: a sparse product is several times faster.
+        with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+            warnings.simplefilter("ignore", UserWarning)
+            parts.append((rows, xb.to_sparse_csr()))
     sizes = [b.stop - b.start for b in blocks]
     weight = torch.zeros((n_classes, sum(sizes))) if init is None else init[0].float().clone()
     bias = torch.zeros(n_classes) if init is None else init[1].float().clone()

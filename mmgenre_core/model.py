@@ -31,7 +31,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .audio import LogMel
 from .config import AudioConfig, ModelConfig
-from .text import PAD_ID
+from .text import PAD_ID, UNK_ID
 
 if TYPE_CHECKING:
     from .head import Block
@@ -256,28 +256,60 @@ class HAN(nn.Module):
 
 
 class BagOfWords(nn.Module):
-    """Lyrics -> TF-IDF vector: ids/mask [shape=(batch, lines, words)] -> [shape=(batch, vocab_size)].
+    """Lyrics -> TF-IDF vector: ids/mask [shape=(batch, lines, words)] -> [shape=(batch, vocab_size + bigrams)].
 
-    ``log(1 + count) * idf`` per vocabulary word, L2-normalised (sklearn's
-    ``TfidfVectorizer(sublinear_tf=True)``); padding and
-    unknown words count for nothing. ``idf`` is a persistent buffer, set from the
-    training lyrics by :meth:`set_idf`.
+    ``log(1 + count) * idf`` per vocabulary word and per known word pair (two words side
+    by side in a line, :attr:`bigram_keys`), L2-normalised: sklearn's 1-2-gram TF-IDF
+    over the model's words and pairs, but with ``log(1 + count)`` for its ``1 + log(count)``;
+    padding and unknown words count for nothing. ``idf`` and ``bigram_keys`` are
+    persistent buffers, set from the training lyrics by :meth:`set_bigrams` and :meth:`set_idf`.
     """
 
-    def __init__(self, vocab_size: int) -> None:
+    def __init__(self, vocab_size: int, bigrams: int = 0) -> None:
         super().__init__()
-        self.register_buffer("idf", torch.ones(vocab_size))
+        self.vocab_size = vocab_size
+        self.register_buffer("idf", torch.ones(vocab_size + bigrams))
+        # first id * vocab_size + second id of each pair column, ascending (stored only when
+        # there are pair columns: checkpoints of unigram bags load as before).
+        self.register_buffer("bigram_keys", torch.arange(bigrams, dtype=torch.long), persistent=bigrams > 0)
+
+    @staticmethod
+    def pair_keys(ids: torch.Tensor, mask: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys of the word pairs of ids/mask [shape=(batch, lines, words)] and where they are
+        real (both words known) [shape=(batch, lines, words - 1)] each."""
+        first, second = ids[..., :-1], ids[..., 1:]
+        real = mask[..., :-1] & mask[..., 1:] & (first > UNK_ID) & (second > UNK_ID)
+        return first * vocab_size + second, real
+
+    @torch.no_grad()
+    def set_bigrams(self, keys: torch.Tensor) -> None:
+        """The pair columns' keys [shape=(bigrams,)] (ascending, distinct)."""
+        keys = keys.to(self.bigram_keys)
+        if keys.shape != self.bigram_keys.shape or (keys.numel() > 1 and not bool((keys[1:] > keys[:-1]).all())):
+            raise ValueError("bigram keys must be distinct, ascending and fill the model's pair columns")
+        self.bigram_keys.copy_(keys)
 
     @torch.no_grad()
     def set_idf(self, document_frequency: torch.Tensor, n_documents: int) -> None:
-        """Smoothed idf (sklearn's): ``1 + log((1 + n) / (1 + df))``; df [shape=(vocab_size,)]."""
+        """Smoothed idf (sklearn's): ``1 + log((1 + n) / (1 + df))``; df [shape=(vocab_size + bigrams,)]."""
         self.idf.copy_(1.0 + torch.log((1.0 + n_documents) / (1.0 + document_frequency.float())))
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def counts(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Raw counts of each word and pair column [shape=(batch, vocab_size + bigrams)]."""
         counts = self.idf.new_zeros((ids.shape[0], self.idf.shape[0]))
         counts.scatter_add_(1, ids.flatten(1), mask.flatten(1).to(counts.dtype))
         counts[:, :2] = 0  # PAD_ID and UNK_ID
-        return nn.functional.normalize(torch.log1p(counts) * self.idf, dim=1)
+        n_pairs = self.bigram_keys.shape[0]
+        if n_pairs and ids.shape[-1] > 1:
+            keys, real = self.pair_keys(ids, mask, self.vocab_size)
+            keys, real = keys.flatten(1), real.flatten(1)
+            at = torch.searchsorted(self.bigram_keys, keys).clamp(max=n_pairs - 1)
+            hit = real & (self.bigram_keys[at] == keys)
+            counts.scatter_add_(1, self.vocab_size + at, hit.to(counts.dtype))
+        return counts
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(torch.log1p(self.counts(ids, mask)) * self.idf, dim=1)
 
 
 @dataclass
@@ -307,7 +339,7 @@ class GenreModel(nn.Module):
         if config.use_lyrics:
             self.han = HAN(config)
             self.no_lyrics = nn.Parameter(torch.zeros(2 * config.line_hidden))
-            self.bow = BagOfWords(config.vocab_size) if config.lyrics_bow else None
+            self.bow = BagOfWords(config.vocab_size, config.bag_bigrams) if config.lyrics_bow else None
             fused += config.lyrics_dim
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(fused, config.n_genres)
@@ -353,8 +385,8 @@ class GenreModel(nn.Module):
             blocks.append(Block("han", at, at + han, False))
             at += han
             if mc.lyrics_bow:
-                blocks.append(Block("bag", at, at + mc.vocab_size, True))
-                at += mc.vocab_size
+                blocks.append(Block("bag", at, at + mc.vocab_size + mc.bag_bigrams, True))
+                at += mc.vocab_size + mc.bag_bigrams
         return blocks
 
     def trainable_batchnorms(self) -> list[nn.modules.batchnorm._BatchNorm]:

@@ -268,3 +268,55 @@ def test_only_a_pretrained_backbone_keeps_its_batchnorm_statistics():
     backbone = set(musicnn.cnn.backbone.modules())
     assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in backbone)
     assert not set(musicnn.trainable_batchnorms()) & backbone
+
+
+def test_bag_of_words_and_pairs_is_sklearns_tfidf_on_real_lyrics(data_dir):
+    """BagOfWords with word pairs: sklearn's counts and idf over the same words and in-line
+    pairs (build.choose_bigrams picks the pairs, fit_bag_statistics the idf), log(1 + count)."""
+    import json
+
+    import numpy as np
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+    from mmgenre_core.config import TextConfig
+    from mmgenre_core.model import BagOfWords
+    from mmgenre_core.text import PAD_ID, Vocabulary, encode_batch, encode_lyrics
+    from training.build import choose_bigrams, fit_bag_statistics
+
+    with open(data_dir / "lyrics" / "lyrics.jsonl", encoding="utf-8") as fh:
+        texts = [json.loads(line)["lyrics"] for line in fh][:120]
+    config = TextConfig(max_lines=20, max_words=8)
+    docs = [encode_lyrics(t, vocab=Vocabulary([]), config=config).lines for t in texts]
+    vocab = Vocabulary.build(docs, max_size=300)
+    ids, mask, _ = encode_batch(texts, vocab=vocab, config=config)
+    keys = choose_bigrams(ids, vocab_size=len(vocab), max_count=150)
+    assert 0 < len(keys) <= 150 and bool((keys[1:] > keys[:-1]).all())
+    bow = BagOfWords(len(vocab), len(keys))
+    fit_bag_statistics(bow, ids, keys)
+    with torch.inference_mode():
+        ours = bow(ids, mask).numpy()
+
+    tokens = vocab.to_list()
+    pair_names = [f"{tokens[int(k) // len(vocab)]} {tokens[int(k) % len(vocab)]}" for k in keys]
+    columns = {w: i for i, w in enumerate(tokens)} | {p: len(vocab) + i for i, p in enumerate(pair_names)}
+
+    def analyse(doc):
+        known = [[w if w in vocab else None for w in line] for line in doc]
+        words = [w for line in known for w in line if w is not None]
+        pairs = [f"{a} {b}" for line in known for a, b in zip(line, line[1:]) if a is not None and b is not None]
+        return words + [p for p in pairs if p in columns]
+
+    sk = TfidfVectorizer(analyzer=analyse, vocabulary=columns).fit(docs)
+    counts = CountVectorizer(analyzer=analyse, vocabulary=columns).transform(docs).toarray()
+    with torch.inference_mode():
+        assert np.array_equal(bow.counts(ids, mask).numpy()[:, 2:], counts[:, 2:])
+    assert np.allclose(bow.idf.numpy()[2:], sk.idf_[2:], atol=1e-5)
+    assert (counts[:, len(vocab):] > 0).any()  # the pairs count
+    expected = np.log1p(counts) * sk.idf_
+    expected[:, :2] = 0
+    expected /= np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1e-12)
+    assert np.abs(ours - expected).max() < 1e-5
+    # A padded copy gives the same bag: padding never makes a pair.
+    padded = torch.nn.functional.pad(ids, (0, 3))
+    with torch.inference_mode():
+        assert torch.allclose(bow(padded, padded != PAD_ID), torch.from_numpy(ours), atol=1e-6)

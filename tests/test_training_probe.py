@@ -175,3 +175,16 @@ def test_param_groups_take_the_longest_matching_prefix():
     assert 2.0 not in by_scale  # prefixes are whole dotted names: "han.word" is not "han.word_gru"
     assert all(not names[i].startswith(("cnn", "classifier")) for i in by_scale[1.0])
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_fit_head_on_a_sparse_bag_is_the_dense_fit():
+    """A sparse COO x (frozen_heads.sparse_bags: a large bag of words) fits the same head."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((300, 400), generator=g) * (torch.rand((300, 400), generator=g) < 0.02)
+    x[7] = 0  # a song without a known word: only the bias answers it
+    y = torch.randint(0, 3, (300,), generator=g)
+    w = torch.rand(300, generator=g) + 0.5
+    block = [Block("bag", 0, 400, True)]
+    dense = fit_head(x, y, w, blocks=block, l2=[1e-3], n_classes=3)
+    sparse = fit_head(x.to_sparse(), y, w, blocks=block, l2=[1e-3], n_classes=3)
+    assert torch.allclose(dense[0], sparse[0], atol=1e-4) and torch.allclose(dense[1], sparse[1], atol=1e-4)

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from mmgenre_core.errors import ConfigError
-from mmgenre_core.model import GenreModel
-from mmgenre_core.text import Vocabulary
+from mmgenre_core.model import BagOfWords, GenreModel
+from mmgenre_core.text import PAD_ID, Vocabulary
 
 from training.config import OptimConfig, TrainConfig, model_config_for, resolve_path
 from training.datasets import Dataset, build_dataset
@@ -83,8 +83,16 @@ def build_model(cfg: TrainConfig, data: TrainData) -> GenreModel:
         raise ConfigError("no training example has usable audio or lyrics")
     embed_dim = (int(data.embedding.shape[1]) if data.embedding is not None
                  else int(cfg.model.get("embed_dim", cfg.vectors.dim)))
-    mc = model_config_for(cfg, n_genres=len(table.genres), vocab_size=len(data.vocab) if data.vocab else 2,
-                          embed_dim=embed_dim, use_audio=use_audio, use_lyrics=use_lyrics)
+    vocab_size = len(data.vocab) if data.vocab else 2
+    train_ids = None
+    if use_lyrics:
+        rows = table.lyr_row[table.indices("train")]
+        train_ids = torch.from_numpy(np.asarray(table.lyrics_ids[rows[rows >= 0]], dtype=np.int64))
+    pair_keys = torch.zeros(0, dtype=torch.long)
+    if train_ids is not None and cfg.model.get("lyrics_bow") and int(cfg.model.get("bag_bigrams", 0)) > 0:
+        pair_keys = choose_bigrams(train_ids, vocab_size=vocab_size, max_count=int(cfg.model["bag_bigrams"]))
+    mc = model_config_for(cfg, n_genres=len(table.genres), vocab_size=vocab_size, embed_dim=embed_dim,
+                          use_audio=use_audio, use_lyrics=use_lyrics, bag_bigrams=len(pair_keys))
     torch.manual_seed(cfg.seed)
     model = GenreModel(mc, cfg.audio_config())
     if mc.use_audio and mc.audio_branch == "musicnn":
@@ -92,13 +100,33 @@ def build_model(cfg: TrainConfig, data: TrainData) -> GenreModel:
     if mc.use_lyrics and data.embedding is not None:
         model.han.load_embeddings(torch.from_numpy(data.embedding), freeze=cfg.vectors.freeze)
     if mc.use_lyrics and model.bow is not None:
-        rows = table.lyr_row[table.indices("train")]
-        ids = torch.from_numpy(np.asarray(table.lyrics_ids[rows[rows >= 0]], dtype=np.int64))
-        # Document frequency of every vocabulary word over the training lyrics.
-        present = torch.zeros((ids.shape[0], mc.vocab_size), dtype=torch.bool)
-        present.scatter_(1, ids.flatten(1), True)
-        model.bow.set_idf(present.sum(dim=0), ids.shape[0])
+        fit_bag_statistics(model.bow, train_ids, pair_keys)
     return model
+
+
+def fit_bag_statistics(bow: BagOfWords, ids: torch.Tensor, pair_keys: torch.Tensor) -> None:
+    """Set the bag's word pairs and its idf: the document frequency of every vocabulary word
+    and kept pair over the training lyrics ids [shape=(documents, lines, words)]."""
+    bow.set_bigrams(pair_keys)
+    df = torch.zeros(bow.idf.shape[0])
+    for start in range(0, ids.shape[0], 1024):  # in chunks: documents x columns at once is GBs
+        chunk = ids[start:start + 1024]
+        df += (bow.counts(chunk, chunk != PAD_ID) > 0).sum(dim=0)
+    bow.set_idf(df, ids.shape[0])
+
+
+def choose_bigrams(ids: torch.Tensor, *, vocab_size: int, max_count: int, min_df: int = 2) -> torch.Tensor:
+    """The keys (:meth:`BagOfWords.pair_keys`) of the ``max_count`` word pairs found in the most
+    training documents (at least ``min_df``; ties by key), ascending [shape=(<= max_count,)].
+    ids [shape=(documents, lines, words)]."""
+    keys, real = BagOfWords.pair_keys(ids, ids != PAD_ID, vocab_size)
+    doc = torch.arange(ids.shape[0]).view(-1, 1, 1).expand_as(keys)
+    span = vocab_size * vocab_size
+    per_doc = torch.unique(doc[real] * span + keys[real])  # each pair once per document
+    pairs, df = torch.unique(per_doc % span, return_counts=True)  # ascending keys
+    pairs, df = pairs[df >= min_df], df[df >= min_df]
+    top = torch.sort(-df, stable=True).indices[:max_count]  # most documents first, ties by key
+    return torch.sort(pairs[top]).values
 
 
 def param_groups(model: torch.nn.Module, lr_scale: dict[str, float]) -> list[dict[str, Any]]:
