@@ -51,22 +51,29 @@ def read_temperatures(checkpoint: Any) -> dict[str, float]:
 _SCALE_RANGE = (0.0, 100.0)
 
 
-def read_fusion_scale(checkpoint: Any) -> float:
-    """The factor on a with-audio track's lyrics vector, ``metadata["fusion"]["lyrics_scale"]``
-    (training/fusion.py's rule); 1.0 without one (the two heads' evidence added as is).
+def read_fusion(checkpoint: Any, *, n_genres: int) -> tuple[float, list[float] | None]:
+    """A with-audio track's fusion rule (training/fusion.py): the factor on its lyrics
+    vector and the logits added to it, ``metadata["fusion"]["lyrics_scale"]`` and
+    ``["lyrics_offset"]`` [n_genres]; (1.0, None) without a rule (the two heads' evidence
+    added as is; checkpoints before 0.5.3).
 
-    Raises CheckpointError when it is present but not a finite number in a sane range.
+    Raises CheckpointError when it is present but not finite numbers in a sane range.
     """
     where = getattr(checkpoint, "path", None) or "checkpoint"
     fusion = (checkpoint.metadata or {}).get("fusion")
     if fusion is None:
-        return 1.0
+        return 1.0, None
     value = fusion.get("lyrics_scale") if isinstance(fusion, dict) else None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or not _SCALE_RANGE[0] <= value <= _SCALE_RANGE[1]:
         raise CheckpointError(f"{where}: metadata.fusion.lyrics_scale must be a number in "
                               f"[{_SCALE_RANGE[0]}, {_SCALE_RANGE[1]}], not {value!r}")
-    return float(value)
+    offset = fusion.get("lyrics_offset")
+    if offset is not None and not (isinstance(offset, list) and len(offset) == n_genres and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= 1000
+            for v in offset)):
+        raise CheckpointError(f"{where}: metadata.fusion.lyrics_offset must be {n_genres} finite numbers")
+    return float(value), (None if offset is None else [float(v) for v in offset])
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

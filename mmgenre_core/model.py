@@ -343,9 +343,11 @@ class GenreModel(nn.Module):
             fused += config.lyrics_dim
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(fused, config.n_genres)
-        #: Factor on the lyrics vector of a row that also has audio: the learnt fusion rule
-        #: (training/fusion.py; inference sets it from the checkpoint's metadata["fusion"]).
+        #: The learnt fusion rule for a row with both audio and lyrics (training/fusion.py;
+        #: inference sets them from the checkpoint's metadata["fusion"]): a factor on its
+        #: lyrics vector, and logits [shape=(n_genres,)] added (None: nothing).
         self.lyrics_scale_with_audio = 1.0
+        self.lyrics_offset_with_audio: torch.Tensor | None = None
 
     # The three stages are public so inference can encode lyrics once per track and
     # audio once per window, then fuse per window.
@@ -412,14 +414,15 @@ class GenreModel(nn.Module):
         fused = torch.cat([p.to(dtype) for p in parts], dim=-1)
         return self.classifier(self.dropout(fused))
 
-    def _scale_where_audio(self, docs: torch.Tensor, batch: "FusedBatch", present: torch.Tensor) -> torch.Tensor:
-        """docs [shape=(len(lyrics_pos), lyrics_dim)] with the rows that also have audio and
-        real lyrics (``present`` per document) scaled by :attr:`lyrics_scale_with_audio`."""
-        has_audio = torch.zeros(batch.size, dtype=torch.bool, device=docs.device)
+    @staticmethod
+    def _rows_with_both(batch: "FusedBatch", present: torch.Tensor) -> torch.Tensor:
+        """Which rows [shape=(batch.size,)] have audio and real lyrics (``present`` per document)."""
+        both = torch.zeros(batch.size, dtype=torch.bool, device=present.device)
+        has_audio = torch.zeros_like(both)
         has_audio[batch.audio_pos] = True
         real = present if batch.lyrics_doc is None else present[batch.lyrics_doc]
-        both = (has_audio[batch.lyrics_pos] & real).unsqueeze(-1)
-        return torch.where(both, docs * self.lyrics_scale_with_audio, docs)
+        both[batch.lyrics_pos] = has_audio[batch.lyrics_pos] & real
+        return both
 
     def forward(self, batch: "FusedBatch", *, return_attention: bool = False) -> ModelOutput | torch.Tensor:
         """Logits [shape=(batch.size, n_genres)]: the one fused pass that training,
@@ -429,7 +432,7 @@ class GenreModel(nn.Module):
         on the rows that have its input. With ``return_attention`` a :class:`ModelOutput`
         carries the HAN's attention of each lyrics document.
         """
-        audio_vec = lyrics_vec = None
+        audio_vec = lyrics_vec = both = None
         word_att = line_att = None
         if self.config.use_audio:
             audio_vec = self.absent_audio(batch.size)
@@ -445,11 +448,15 @@ class GenreModel(nn.Module):
                     torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
                 han = self.encode_lyrics(ids, mask, present)
                 docs = han.vector if batch.lyrics_doc is None else han.vector[batch.lyrics_doc]
-                if self.lyrics_scale_with_audio != 1.0 and self.config.use_audio and batch.audio_pos.numel():
-                    docs = self._scale_where_audio(docs, batch, present & mask.flatten(1).any(dim=1))
                 lyrics_vec = lyrics_vec.index_copy(0, batch.lyrics_pos, docs.to(lyrics_vec.dtype))
+                fused = self.lyrics_scale_with_audio != 1.0 or self.lyrics_offset_with_audio is not None
+                if fused and self.config.use_audio and batch.audio_pos.numel():
+                    both = self._rows_with_both(batch, present & mask.flatten(1).any(dim=1))
+                    lyrics_vec = torch.where(both.unsqueeze(-1), lyrics_vec * self.lyrics_scale_with_audio, lyrics_vec)
                 word_att, line_att = han.word_attention, han.line_attention
         logits = self.classify(audio_vec, lyrics_vec)
+        if both is not None and self.lyrics_offset_with_audio is not None:
+            logits = logits + both.unsqueeze(-1) * self.lyrics_offset_with_audio.to(logits)
         if return_attention:
             return ModelOutput(logits, word_att, line_att)
         return logits

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .audio import listening_order, load_windows
-from .calibration import read_fusion_scale, read_temperatures
+from .calibration import read_fusion, read_temperatures
 from .checkpoint import Checkpoint, load_checkpoint
 from .device import autocast, resolve_device
 from .errors import AudioError, CheckpointError, ModelNotFoundError
@@ -165,7 +165,9 @@ class GenreClassifier:
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{checkpoint.path or 'checkpoint'}: unusable vocabulary ({exc})") from exc
         self.temperatures = read_temperatures(checkpoint)
-        self.model.lyrics_scale_with_audio = read_fusion_scale(checkpoint)
+        scale, offset = read_fusion(checkpoint, n_genres=len(self.genres))
+        self.model.lyrics_scale_with_audio = scale
+        self.model.lyrics_offset_with_audio = None if offset is None else torch.tensor(offset, device=self.device)
         #: listening order and round ends of the windows (see mmgenre_core.listening)
         self.order, self.round_ends = listening_order(self.audio_config)
         self.plans = plans_of(checkpoint.metadata or {}, num_windows=self.audio_config.num_windows)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmgenre_core.calibration import read_fusion_scale
+from mmgenre_core.calibration import read_fusion
 from mmgenre_core.checkpoint import Checkpoint
 from mmgenre_core.errors import CheckpointError
 from mmgenre_core.model import FusedBatch
@@ -56,44 +56,48 @@ def test_lyrics_weight_needs_pairs():
         fit_lyrics_weight(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0, dtype=int))
 
 
-def test_model_scales_the_lyrics_of_rows_with_audio_only():
+def test_model_applies_the_rule_to_rows_with_audio_and_lyrics_only():
     model = make_model()
     wave = torch.randn(3, SMALL_AUDIO.window_samples) * 0.1
     ids, mask = random_lyrics(3)  # the third document is empty
+    offset = torch.tensor([0.5, -1.0, 0.0, 2.0])
     with torch.inference_mode():
         mel = model.frontend(wave)
         audio_only = model(FusedBatch.full(mel=mel))
         both = model(FusedBatch.full(mel=mel, ids=ids, lyrics_mask=mask))
         lyrics_only = model(FusedBatch.full(ids=ids, lyrics_mask=mask))
-        model.lyrics_scale_with_audio = 0.3
-        scaled = model(FusedBatch.full(mel=mel, ids=ids, lyrics_mask=mask))
-        scaled_lyrics_only = model(FusedBatch.full(ids=ids, lyrics_mask=mask))
-    # Linear head: a with-audio row adds 0.3 x the lyrics' contribution.
-    expected = audio_only + 0.3 * (both - audio_only)
-    assert torch.allclose(scaled[:2], expected[:2], atol=1e-5)
-    assert not torch.allclose(scaled[:2], both[:2], atol=1e-3)
-    # An empty document keeps the no-lyrics vector, unscaled; lyrics alone are untouched.
-    assert torch.allclose(scaled[2], audio_only[2], atol=1e-6)
-    assert torch.equal(scaled_lyrics_only, lyrics_only)
+        model.lyrics_scale_with_audio, model.lyrics_offset_with_audio = 0.3, offset
+        fused = model(FusedBatch.full(mel=mel, ids=ids, lyrics_mask=mask))
+        fused_lyrics_only = model(FusedBatch.full(ids=ids, lyrics_mask=mask))
+        fused_audio_only = model(FusedBatch.full(mel=mel))
+    # Linear head: a with-audio row adds 0.3 x the lyrics' contribution, and the offset.
+    expected = audio_only + 0.3 * (both - audio_only) + offset
+    assert torch.allclose(fused[:2], expected[:2], atol=1e-5)
+    # An empty document keeps the no-lyrics vector, no offset; lyrics or audio alone are untouched.
+    assert torch.allclose(fused[2], audio_only[2], atol=1e-6)
+    assert torch.equal(fused_lyrics_only, lyrics_only) and torch.equal(fused_audio_only, audio_only)
 
 
 @pytest.mark.parametrize("fusion, expected", [
-    (None, 1.0),
-    ({"lyrics_scale": 0.42}, 0.42),
-    ({"lyrics_scale": 0}, 0.0),
-    ({"lyrics_scale": float("nan")}, CheckpointError),
-    ({"lyrics_scale": -1.0}, CheckpointError),
-    ({"lyrics_scale": True}, CheckpointError),
-    ({"lyrics_scale": "0.5"}, CheckpointError),
-    ({}, CheckpointError),
-    ("late", CheckpointError),
+    (None, (1.0, None)),
+    ({"lyrics_scale": 0.42}, (0.42, None)),
+    ({"lyrics_scale": 0, "lyrics_offset": [1, -2.5, 0]}, (0.0, [1.0, -2.5, 0.0])),
+    ({"lyrics_scale": float("nan")}, "lyrics_scale"),
+    ({"lyrics_scale": -1.0}, "lyrics_scale"),
+    ({"lyrics_scale": True}, "lyrics_scale"),
+    ({"lyrics_scale": "0.5"}, "lyrics_scale"),
+    ({}, "lyrics_scale"),
+    ("late", "lyrics_scale"),
+    ({"lyrics_scale": 0.5, "lyrics_offset": [1, 2]}, "lyrics_offset"),
+    ({"lyrics_scale": 0.5, "lyrics_offset": [1, 2, float("inf")]}, "lyrics_offset"),
+    ({"lyrics_scale": 0.5, "lyrics_offset": "1,2,3"}, "lyrics_offset"),
 ])
-def test_read_fusion_scale(fusion, expected):
+def test_read_fusion(fusion, expected):
     metadata = {} if fusion is None else {"fusion": fusion}
     ckpt = Checkpoint.__new__(Checkpoint)
     ckpt.metadata, ckpt.path = metadata, "m.pt"
-    if expected is CheckpointError:
-        with pytest.raises(CheckpointError, match="m.pt: metadata.fusion.lyrics_scale"):
-            read_fusion_scale(ckpt)
+    if isinstance(expected, str):
+        with pytest.raises(CheckpointError, match=f"m.pt: metadata.fusion.{expected}"):
+            read_fusion(ckpt, n_genres=3)
     else:
-        assert read_fusion_scale(ckpt) == expected
+        assert read_fusion(ckpt, n_genres=3) == expected

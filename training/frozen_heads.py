@@ -34,7 +34,7 @@ from mmgenre_core.head import Block, fit_head
 from .build import TrainData
 from .config import TrainConfig
 from .datasets import artist_group
-from .window_head import choose_l2, choose_plans, class_weights, fit_window_head, plan_table
+from .window_head import choose_l2, choose_plans, class_weights, fit_window_head, genre_weights, plan_table
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def fit_fusion(audio: tuple[np.ndarray, np.ndarray], lyrics: tuple[np.ndarray, n
                audio_temperature: float, lyrics_temperature: float, seed: int) -> dict[str, Any]:
     """The fusion rule's lyrics weight (:mod:`training.fusion`) on genre-matched pairs of
     out-of-fold answers: audio = (calibrated logits [shape=(clips, genres)], labels),
-    lyrics = (calibrated evidence without bias [shape=(songs, genres)], labels).
+    lyrics = (calibrated logits minus the log prior [shape=(songs, genres)], labels).
     Returns ``metadata["fusion"]``, with the pairs' accuracies."""
     from .fusion import fit_lyrics_weight, fused_logits, genre_matched_pairs
 
@@ -157,7 +157,7 @@ def fit_fusion(audio: tuple[np.ndarray, np.ndarray], lyrics: tuple[np.ndarray, n
     def accuracy(z: np.ndarray) -> float:
         return round(float((z.argmax(1) == y).mean()), 4)
 
-    out = {"rule": "audio logits / T_audio + lyrics_weight * lyrics evidence / T_lyrics",
+    out = {"rule": "audio logits / T_audio + lyrics_weight * (lyrics logits / T_lyrics - log lyrics prior)",
            "lyrics_weight": round(weight, 4),
            "lyrics_scale": round(weight * audio_temperature / lyrics_temperature, 6),
            "pairs": int(len(clips)),
@@ -275,10 +275,20 @@ def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torc
                                    rcond=1e-9, driver="gelsd").solution.squeeze(1)
             with torch.no_grad():
                 model.no_audio.copy_(v.to(model.no_audio))
-            lyrics_evidence = (lyr["oof"] - lyr["bias"].double().numpy()) / lyr["temperature"]
-            metadata["fusion"] = fit_fusion(audio_oof, (lyrics_evidence, table.labels[lyrics_idx]),
+            lyrics_labels = table.labels[lyrics_idx]
+            # Naive Bayes divides by the prior the lyrics head learnt: its training genres
+            # as the class weights count them.
+            weighted = np.bincount(lyrics_labels, minlength=n_classes) * genre_weights(
+                lyrics_labels, n_classes, power=t.class_weight_power)
+            log_prior = np.log(np.maximum(weighted / weighted.sum(), 1e-12))
+            lyrics_evidence = lyr["oof"] / lyr["temperature"] - log_prior
+            metadata["fusion"] = fit_fusion(audio_oof, (lyrics_evidence, lyrics_labels),
                                             audio_temperature=temperatures["audio"],
                                             lyrics_temperature=temperatures["lyrics"], seed=cfg.seed)
+            # In the model a with-audio row adds scale x (W_l l) through its lyrics vector, and
+            # this offset for the rest: T_a w (b_l / T_l - log prior).
+            metadata["fusion"]["lyrics_offset"] = [round(float(v), 6) for v in temperatures["audio"] * metadata[
+                "fusion"]["lyrics_weight"] * (lyr["bias"].double().numpy() / lyr["temperature"] - log_prior)]
             metrics["fusion"] = metadata["fusion"]
     with torch.no_grad():
         model.classifier.weight.copy_(weight)

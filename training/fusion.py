@@ -7,16 +7,18 @@ cross-validation, so neither head has seen the example it answers.
 
 The rule is naive-Bayes late fusion with a learnt lyrics weight ``w``::
 
-    logits = audio_logits / T_audio + w * lyrics_evidence / T_lyrics
+    logits = audio_logits / T_audio + w * (lyrics_logits / T_lyrics - log lyrics_prior)
 
-where ``lyrics_evidence`` is the lyrics head without its bias (the bias carries the
-training corpus's genre balance, which the audio half already accounts for).
-``w`` minimises the pairs' negative log-likelihood. ``benchmarks/cv_fusion.py``
-chose this form over a free two-weight head (which was not better on held-out pairs)
-and measures it against each branch alone.
+where ``lyrics_prior`` is the genre balance the lyrics head learnt (its training songs
+as its class weights count them): naive Bayes divides it out, since the audio half
+already carries a prior. ``w`` minimises the pairs' negative log-likelihood.
+``benchmarks/cv_fusion.py`` measures this rule against each branch alone and against
+late fusion with ``w`` chosen on a grid, and a free two-weight head (not better on
+held-out pairs).
 
-Inference applies it by scaling a with-audio track's lyrics vector by
-``w * T_audio / T_lyrics`` and dividing by ``T_audio`` (``metadata["fusion"]``).
+Inference applies it to a with-audio track by scaling its lyrics vector by
+``w * T_audio / T_lyrics``, adding ``T_audio * w * (b_lyrics / T_lyrics - log prior)``
+and dividing by ``T_audio`` (``metadata["fusion"]``).
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 
 
 def fused_logits(audio: np.ndarray, lyrics: np.ndarray, weight: float) -> np.ndarray:
-    """The rule: calibrated audio logits plus ``weight`` x calibrated lyrics evidence,
-    both [shape=(pairs, genres)]."""
+    """The rule: calibrated audio logits plus ``weight`` x the lyrics evidence (calibrated
+    logits minus the log prior), both [shape=(pairs, genres)]."""
     return np.asarray(audio, np.float64) + weight * np.asarray(lyrics, np.float64)
 
 
@@ -65,7 +67,7 @@ def fit_lyrics_weight(audio: np.ndarray, lyrics: np.ndarray, labels: np.ndarray,
                       bounds: tuple[float, float] = WEIGHT_BOUNDS, iterations: int = 60) -> float:
     """The lyrics weight that minimises the pairs' negative log-likelihood.
 
-    audio, lyrics [shape=(pairs, genres)] (calibrated logits; lyrics without bias),
+    audio, lyrics [shape=(pairs, genres)] (calibrated logits; lyrics evidence),
     labels [shape=(pairs,)]. Golden-section search: the loss is convex in the weight
     (a log-sum-exp of functions linear in it), so this finds its minimum; deterministic.
     """

@@ -61,8 +61,9 @@ def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
         inner = (metrics.get("inner_cv") or {})
         l2 = {k: (inner.get(k) or {}).get("l2") for k in ("audio", "lyrics")}
         lines += ["## Training", (
-            f"{audio}; lyrics: a TF-IDF bag of words ({len(ckpt.vocab)} words; the HAN is not trained in this "
-            "recipe and its columns are zero); one linear layer over both. The heads were fitted on all the "
+            f"{audio}; lyrics: a TF-IDF bag of words ({len(ckpt.vocab)} words"
+            + (f" and {mc.bag_bigrams} word pairs" if getattr(mc, "bag_bigrams", 0) else "")
+            + "; the HAN is not trained in this recipe and its columns are zero); one linear layer over both. The heads were fitted on all the "
             "labelled data (nothing held out: the cross-validation below is the estimate) by logistic "
             f"regression with class weights balanced and raised to {train.get('class_weight_power', 1)}, the audio "
             "head on the means over the window counts the rounds end at; L2 penalties (audio "
@@ -80,6 +81,17 @@ def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
                              f"probability is below {plan['threshold']:g}; inner CV {_pct(row.get('accuracy'))} at "
                              f"{row.get('windows', float('nan')):.2f} windows a track")
             lines.append("")
+        fusion = meta.get("fusion") or {}
+        if fusion.get("lyrics_weight") is not None:
+            acc = fusion.get("inner_cv_accuracy") or {}
+            lines += ["## Audio and lyrics together (genre-matched pairs)", (
+                f"No training track has both, so the rule for a track with both was learnt on {fusion.get('pairs')} "
+                "genre-matched pairs, each audio clip with the lyrics of a song of its genre by another artist, both "
+                "answered out of fold by the inner cross-validation: pairs approximate real tracks (their halves "
+                "are independent given the genre). Naive-Bayes late fusion: the audio's calibrated logits plus "
+                f"{fusion['lyrics_weight']:.2f} x the lyrics' calibrated evidence. On those pairs: audio alone "
+                f"{_pct(acc.get('audio'))}, lyrics evidence alone {_pct(acc.get('lyrics'))}, fused {_pct(acc.get('fused'))}. "
+                "Instrumental tracks (no lyrics) keep the audio alone."), ""]
     else:
         lines += ["## Training", (
             f"{audio}; {lyrics}; one linear layer over both; dropout {mc.dropout}. "
