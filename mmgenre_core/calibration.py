@@ -12,7 +12,7 @@ before calibration existed).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -116,7 +116,13 @@ def fit_temperature(logits: np.ndarray, track_of_row: np.ndarray, labels: np.nda
         probs = track_probabilities(logits, track_of_row, len(labels), temperature=math.exp(log_t))
         return negative_log_likelihood(probs, labels)
 
-    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+    best = golden_section_minimum(loss, math.log(bounds[0]), math.log(bounds[1]), iterations=iterations)
+    return float(round(math.exp(best), 4))
+
+
+def golden_section_minimum(loss: Callable[[float], float], lo: float, hi: float, *, iterations: int = 60) -> float:
+    """The x in [lo, hi] where a unimodal ``loss`` is smallest (the middle of the last
+    bracket), by golden-section search; deterministic."""
     ratio = (math.sqrt(5) - 1) / 2
     a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
     fa, fb = loss(a), loss(b)
@@ -129,7 +135,7 @@ def fit_temperature(logits: np.ndarray, track_of_row: np.ndarray, labels: np.nda
             lo, a, fa = a, b, fb
             b = lo + ratio * (hi - lo)
             fb = loss(b)
-    return float(round(math.exp((lo + hi) / 2), 4))
+    return (lo + hi) / 2
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, *, bins: int = 10) -> list[dict[str, float]]:

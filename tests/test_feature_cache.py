@@ -89,7 +89,9 @@ def test_another_head_reuses_the_features(tmp_path, clips):
     got = _probs(other.predict(clips), other.genres)
     assert cache.hits - hits == len(clips)
     expected = _probs(GenreClassifier.load(other_path).predict(clips), other.genres)
-    assert np.array_equal(got, expected)
+    # The same features; a random head 120,000 inputs wide may sum them in another order
+    # for another batch shape (the last bits of float32).
+    assert np.allclose(got, expected, rtol=0, atol=1e-6)
     assert not np.allclose(got, _probs(GenreClassifier.load(None).predict(clips), other.genres))
 
 

@@ -9,9 +9,9 @@ The rule is naive-Bayes late fusion with a learnt lyrics weight ``w``::
 
     logits = audio_logits / T_audio + w * (lyrics_logits / T_lyrics - log lyrics_prior)
 
-where ``lyrics_prior`` is the genre balance the lyrics head learnt (its training songs
-as its class weights count them): naive Bayes divides it out, since the audio half
-already carries a prior. ``w`` minimises the pairs' negative log-likelihood.
+where ``lyrics_prior`` is the genre frequencies of the lyrics corpus: naive Bayes
+divides the product by the prior, and the lyrics' prior (a third Rock) is the one to
+take out. ``w`` minimises the pairs' negative log-likelihood.
 ``benchmarks/cv_fusion.py`` measures this rule against each branch alone and against
 late fusion with ``w`` chosen on a grid, and a free two-weight head (not better on
 held-out pairs).
@@ -24,6 +24,8 @@ and dividing by ``T_audio`` (``metadata["fusion"]``).
 from __future__ import annotations
 
 import numpy as np
+
+from mmgenre_core.calibration import golden_section_minimum
 
 #: Bounds of the lyrics weight: 0 ignores the lyrics, 4 lets them outvote the audio.
 WEIGHT_BOUNDS = (0.0, 4.0)
@@ -79,20 +81,7 @@ def fit_lyrics_weight(audio: np.ndarray, lyrics: np.ndarray, labels: np.ndarray,
     def loss(w: float) -> float:
         return float(-_log_softmax(fused_logits(audio, lyrics, w))[rows, labels].mean())
 
-    lo, hi = bounds
-    ratio = (np.sqrt(5.0) - 1.0) / 2.0
-    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = loss(a), loss(b)
-    for _ in range(iterations):
-        if fa <= fb:
-            hi, b, fb = b, a, fa
-            a = hi - ratio * (hi - lo)
-            fa = loss(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + ratio * (hi - lo)
-            fb = loss(b)
-    best = (lo + hi) / 2.0
+    best = golden_section_minimum(loss, bounds[0], bounds[1], iterations=iterations)
     # The ends are candidates too: a convex loss may be smallest at a bound.
     return float(min((bounds[0], best, bounds[1]), key=loss))
 
