@@ -16,6 +16,32 @@ import torch
 import torch.nn.functional as F
 
 
+class _SparseRows:
+    """A sparse block x [shape=(rows, columns)] as CSR, with its transpose kept beside it:
+    autograd's backward of ``torch.sparse.mm(csr, W.T)`` transposes x on every call, 30x
+    the forward's time on a 12,000-song bag of words and n-grams."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        x = x.to_sparse_coo().coalesce() if x.is_sparse else x.to_sparse().coalesce()
+        self.csr = x.to_sparse_csr()
+        self.csr_t = x.t().coalesce().to_sparse_csr()
+
+    def times(self, weight: torch.Tensor) -> torch.Tensor:
+        """x @ weight.T [shape=(rows, n_classes)] for weight [shape=(n_classes, columns)]."""
+        return _SparseTimes.apply(weight, self)
+
+
+class _SparseTimes(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, x: _SparseRows) -> torch.Tensor:  # type: ignore[override]
+        ctx.x = x
+        return torch.sparse.mm(x.csr, weight.t().contiguous())
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return torch.sparse.mm(ctx.x.csr_t, grad.contiguous()).t(), None
+
+
 @dataclass(frozen=True)
 class Block:
     """Columns ``start:stop`` of the head's input, and whether they are probed."""
@@ -62,7 +88,7 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, *, blocks: Seque
         # A bag of words is ~1% filled: a sparse product is several times faster.
         with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
             warnings.simplefilter("ignore", UserWarning)
-            parts.append((rows, xb.to_sparse_csr()))
+            parts.append((rows, _SparseRows(xb)))
     sizes = [b.stop - b.start for b in blocks]
     weight = torch.zeros((n_classes, sum(sizes))) if init is None else init[0].float().clone()
     bias = torch.zeros(n_classes) if init is None else init[1].float().clone()
@@ -79,7 +105,7 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, *, blocks: Seque
         penalty = weight.new_zeros(())
         for (rows, xb), lo, hi, c in zip(parts, bounds[:-1], bounds[1:], l2):
             wb = weight[:, lo:hi]
-            logits = logits.index_add(0, rows, torch.sparse.mm(xb, wb.T) if xb.is_sparse_csr else xb @ wb.T)
+            logits = logits.index_add(0, rows, xb.times(wb) if isinstance(xb, _SparseRows) else xb @ wb.T)
             shrink = wb if prior is None else wb - prior[:, lo:hi]
             penalty = penalty + 0.5 * float(c) * shrink.pow(2).sum()
         loss = (F.cross_entropy(logits, y, reduction="none") * wn).sum() + penalty
