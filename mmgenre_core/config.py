@@ -271,6 +271,12 @@ class ModelConfig:
     # after the vocabulary's: a 1-2-gram TF-IDF, as the simple baseline has. In training
     # configs the most to keep; in a checkpoint how many it kept.
     bag_bigrams: int = bounded(0, 0, 500_000)
+    # Columns of the bag for the character 2- to 5-grams of its vocabulary words (each word
+    # padded with a space on both sides, as sklearn's ``char_wb``), after the pairs', and
+    # the (word, n-gram) entries that map words to them. In training configs the most
+    # columns to keep; in a checkpoint how many it kept and how many entries.
+    bag_char_ngrams: int = bounded(0, 0, 500_000)
+    bag_char_entries: int = bounded(0, 0, 20_000_000)
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -278,6 +284,8 @@ class ModelConfig:
             raise ConfigError(f"cnn_channels needs 1 to 8 blocks, not {len(self.cnn_channels)}")
         if not (self.use_audio or self.use_lyrics):
             raise ConfigError("a model needs the audio branch, the lyrics branch or both")
+        if (self.bag_char_ngrams == 0) != (self.bag_char_entries == 0):
+            raise ConfigError("bag_char_ngrams and bag_char_entries are both 0 or both positive")
         if len(self.cnn_pool) != 2:
             raise ConfigError("cnn_pool is (freq, time)")
         if self.audio_branch not in ("paper", "musicnn"):
@@ -297,8 +305,13 @@ class ModelConfig:
 
     @property
     def lyrics_dim(self) -> int:
-        """Width of the lyrics branch's output: the HAN vector (+ the bag of words and pairs)."""
-        return 2 * self.line_hidden + (self.vocab_size + self.bag_bigrams if self.lyrics_bow else 0)
+        """Width of the lyrics branch's output: the HAN vector (+ the bag of words, pairs and n-grams)."""
+        return 2 * self.line_hidden + (self.bag_dim if self.lyrics_bow else 0)
+
+    @property
+    def bag_dim(self) -> int:
+        """Width of the bag of words: words, word pairs and character n-grams."""
+        return self.vocab_size + self.bag_bigrams + self.bag_char_ngrams
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)

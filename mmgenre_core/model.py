@@ -22,6 +22,7 @@ from precomputed spectrograms and inference from waveforms use the same features
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -256,22 +257,35 @@ class HAN(nn.Module):
 
 
 class BagOfWords(nn.Module):
-    """Lyrics -> TF-IDF vector: ids/mask [shape=(batch, lines, words)] -> [shape=(batch, vocab_size + bigrams)].
+    """Lyrics -> TF-IDF vector: ids/mask [shape=(batch, lines, words)] ->
+    [shape=(batch, vocab_size + bigrams + char_ngrams)].
 
     ``log(1 + count) * idf`` per vocabulary word and per known word pair (two words side
     by side in a line, :attr:`bigram_keys`), L2-normalised: sklearn's 1-2-gram TF-IDF
     over the model's words and pairs, but with ``log(1 + count)`` for its ``1 + log(count)``;
-    padding and unknown words count for nothing. ``idf`` and ``bigram_keys`` are
-    persistent buffers, set from the training lyrics by :meth:`set_bigrams` and :meth:`set_idf`.
+    padding and unknown words count for nothing. With character n-gram columns (sklearn's
+    ``char_wb`` 2- to 5-grams of the vocabulary words: a word's n-grams count each time
+    the word does) the words and pairs and the n-grams are L2-normalised apart and each
+    scaled by ``1/sqrt(2)``, as two TF-IDF vectorisers side by side. ``idf``,
+    ``bigram_keys`` and the n-gram map are persistent buffers, set from the training lyrics
+    by :meth:`set_bigrams`, :meth:`set_char_ngrams` and :meth:`set_idf`.
     """
 
-    def __init__(self, vocab_size: int, bigrams: int = 0) -> None:
+    def __init__(self, vocab_size: int, bigrams: int = 0, *, char_ngrams: int = 0, char_entries: int = 0) -> None:
         super().__init__()
         self.vocab_size = vocab_size
-        self.register_buffer("idf", torch.ones(vocab_size + bigrams))
+        self.char_ngrams = char_ngrams
+        self.register_buffer("idf", torch.ones(vocab_size + bigrams + char_ngrams))
         # first id * vocab_size + second id of each pair column, ascending (stored only when
         # there are pair columns: checkpoints of unigram bags load as before).
         self.register_buffer("bigram_keys", torch.arange(bigrams, dtype=torch.long), persistent=bigrams > 0)
+        # The n-gram map as (word id, n-gram column, times) entries, stored only when there
+        # are n-gram columns; 20,000 words x 70,000 n-grams dense would be 5.6 GB.
+        has_chars = char_ngrams > 0
+        # (int32 ids: half the checkpoint bytes of int64.)
+        self.register_buffer("char_word", torch.zeros(char_entries, dtype=torch.int32), persistent=has_chars)
+        self.register_buffer("char_column", torch.zeros(char_entries, dtype=torch.int32), persistent=has_chars)
+        self.register_buffer("char_times", torch.zeros(char_entries), persistent=has_chars)
 
     @staticmethod
     def pair_keys(ids: torch.Tensor, mask: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,12 +304,26 @@ class BagOfWords(nn.Module):
         self.bigram_keys.copy_(keys)
 
     @torch.no_grad()
+    def set_char_ngrams(self, word: torch.Tensor, column: torch.Tensor, times: torch.Tensor) -> None:
+        """The n-gram map: entry i says word id ``word[i]`` holds n-gram column ``column[i]``
+        ``times[i]`` times; each [shape=(char_entries,)]."""
+        if not (word.shape == column.shape == times.shape == self.char_word.shape):
+            raise ValueError(f"the n-gram map needs {self.char_word.shape[0]} entries in each of its three tensors")
+        if word.numel() and (int(word.min()) <= UNK_ID or int(word.max()) >= self.vocab_size
+                             or int(column.min()) < 0 or int(column.max()) >= self.char_ngrams
+                             or not bool((times > 0).all())):
+            raise ValueError("n-gram map entries must name a vocabulary word, an n-gram column and a positive count")
+        self.char_word.copy_(word.to(self.char_word.dtype))
+        self.char_column.copy_(column.to(self.char_column.dtype))
+        self.char_times.copy_(times.to(self.char_times))
+
+    @torch.no_grad()
     def set_idf(self, document_frequency: torch.Tensor, n_documents: int) -> None:
-        """Smoothed idf (sklearn's): ``1 + log((1 + n) / (1 + df))``; df [shape=(vocab_size + bigrams,)]."""
+        """Smoothed idf (sklearn's): ``1 + log((1 + n) / (1 + df))``; df [shape=(bag columns,)]."""
         self.idf.copy_(1.0 + torch.log((1.0 + n_documents) / (1.0 + document_frequency.float())))
 
     def counts(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Raw counts of each word and pair column [shape=(batch, vocab_size + bigrams)]."""
+        """Raw counts of each word, pair and n-gram column [shape=(batch, bag columns)]."""
         counts = self.idf.new_zeros((ids.shape[0], self.idf.shape[0]))
         counts.scatter_add_(1, ids.flatten(1), mask.flatten(1).to(counts.dtype))
         counts[:, :2] = 0  # PAD_ID and UNK_ID
@@ -306,10 +334,36 @@ class BagOfWords(nn.Module):
             at = torch.searchsorted(self.bigram_keys, keys).clamp(max=n_pairs - 1)
             hit = real & (self.bigram_keys[at] == keys)
             counts.scatter_add_(1, self.vocab_size + at, hit.to(counts.dtype))
+        if self.char_ngrams:
+            # n-gram counts = word counts @ map: (ngrams x vocab) sparse times (vocab x batch).
+            words = counts[:, :self.vocab_size]
+            counts[:, self.idf.shape[0] - self.char_ngrams:] = torch.sparse.mm(self._char_matrix(),
+                                                                               words.T.contiguous()).T
         return counts
 
+    def _char_matrix(self) -> torch.Tensor:
+        """The n-gram map as a sparse CSR matrix [shape=(char_ngrams, vocab_size)], built once
+        per device and map: building it takes 20 ms, ten times the product itself."""
+        buffers = (self.char_word, self.char_column, self.char_times)
+        key = tuple((b.data_ptr(), b._version, str(b.device)) for b in buffers)
+        cached = getattr(self, "_char_cache", None)
+        if cached is None or cached[0] != key:
+            with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+                warnings.simplefilter("ignore", UserWarning)
+                matrix = torch.sparse_coo_tensor(torch.stack([self.char_column, self.char_word]).long(),
+                                                 self.char_times, (self.char_ngrams, self.vocab_size),
+                                                 check_invariants=False).coalesce().to_sparse_csr()
+            cached = self._char_cache = (key, matrix)
+        return cached[1]
+
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(torch.log1p(self.counts(ids, mask)) * self.idf, dim=1)
+        tfidf = torch.log1p(self.counts(ids, mask)) * self.idf
+        if not self.char_ngrams:
+            return nn.functional.normalize(tfidf, dim=1)
+        words, chars = tfidf.split([tfidf.shape[1] - self.char_ngrams, self.char_ngrams], dim=1)
+        half = 0.5 ** 0.5
+        return torch.cat([nn.functional.normalize(words, dim=1) * half, nn.functional.normalize(chars, dim=1) * half],
+                         dim=1)
 
 
 @dataclass
@@ -339,7 +393,8 @@ class GenreModel(nn.Module):
         if config.use_lyrics:
             self.han = HAN(config)
             self.no_lyrics = nn.Parameter(torch.zeros(2 * config.line_hidden))
-            self.bow = BagOfWords(config.vocab_size, config.bag_bigrams) if config.lyrics_bow else None
+            self.bow = BagOfWords(config.vocab_size, config.bag_bigrams, char_ngrams=config.bag_char_ngrams,
+                                  char_entries=config.bag_char_entries) if config.lyrics_bow else None
             fused += config.lyrics_dim
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(fused, config.n_genres)
@@ -387,8 +442,8 @@ class GenreModel(nn.Module):
             blocks.append(Block("han", at, at + han, False))
             at += han
             if mc.lyrics_bow:
-                blocks.append(Block("bag", at, at + mc.vocab_size + mc.bag_bigrams, True))
-                at += mc.vocab_size + mc.bag_bigrams
+                blocks.append(Block("bag", at, at + mc.bag_dim, True))
+                at += mc.bag_dim
         return blocks
 
     def trainable_batchnorms(self) -> list[nn.modules.batchnorm._BatchNorm]:

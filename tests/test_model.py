@@ -320,3 +320,63 @@ def test_bag_of_words_and_pairs_is_sklearns_tfidf_on_real_lyrics(data_dir):
     padded = torch.nn.functional.pad(ids, (0, 3))
     with torch.inference_mode():
         assert torch.allclose(bow(padded, padded != PAD_ID), torch.from_numpy(ours), atol=1e-6)
+
+
+def test_bag_character_ngrams_are_sklearns_char_wb_on_real_lyrics(data_dir):
+    """BagOfWords with n-gram columns: sklearn's char_wb 2-5-gram counts and idf over the
+    vocabulary words each song's grid holds (build.choose_char_ngrams picks the n-grams),
+    the words/pairs and the n-grams L2-normalised apart, each scaled 1/sqrt(2)."""
+    import json
+
+    import numpy as np
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+    from mmgenre_core.config import TextConfig
+    from mmgenre_core.model import BagOfWords
+    from mmgenre_core.text import Vocabulary, encode_batch, encode_lyrics
+    from training.build import choose_bigrams, choose_char_ngrams, fit_bag_statistics, word_char_ngrams
+
+    assert word_char_ngrams("ab") == [" a", "ab", "b ", " ab", "ab ", " ab "]
+    assert word_char_ngrams("i") == [" i", "i ", " i "]
+    with open(data_dir / "lyrics" / "lyrics.jsonl", encoding="utf-8") as fh:
+        texts = [json.loads(line)["lyrics"] for line in fh][:120]
+    config = TextConfig(max_lines=20, max_words=8)
+    docs = [encode_lyrics(t, vocab=Vocabulary([]), config=config).lines for t in texts]
+    vocab = Vocabulary.build(docs, max_size=300)
+    ids, mask, _ = encode_batch(texts, vocab=vocab, config=config)
+    keys = choose_bigrams(ids, vocab_size=len(vocab), max_count=50)
+    *char_map, grams = choose_char_ngrams(ids, vocab, max_count=400)
+    assert len(grams) == 400 and grams == sorted(grams)
+    bow = BagOfWords(len(vocab), len(keys), char_ngrams=len(grams), char_entries=len(char_map[0]))
+    fit_bag_statistics(bow, ids, keys, char_map=char_map)
+    with torch.inference_mode():
+        counts = bow.counts(ids, mask).numpy()
+        ours = bow(ids, mask).numpy()
+    width = len(vocab) + len(keys)
+
+    known = [" ".join(w for line in doc for w in line if w in vocab) for doc in docs]
+    columns = {g: i for i, g in enumerate(grams)}
+    sk_counts = CountVectorizer(analyzer="char_wb", ngram_range=(2, 5), vocabulary=columns).transform(known)
+    sk_idf = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), vocabulary=columns).fit(known).idf_
+    assert np.array_equal(counts[:, width:], sk_counts.toarray())
+    assert np.allclose(bow.idf.numpy()[width:], sk_idf, atol=1e-5)
+    # The chosen n-grams are the ones in the most documents: none left out is in more.
+    all_df = (CountVectorizer(analyzer="char_wb", ngram_range=(2, 5)).fit(known).transform(known) > 0).sum(0)
+    assert np.sort(np.asarray(all_df).ravel())[::-1][399] <= (sk_counts > 0).sum(0).min()
+
+    chars = np.log1p(sk_counts.toarray()) * sk_idf
+    chars /= np.maximum(np.linalg.norm(chars, axis=1, keepdims=True), 1e-12)
+    assert np.abs(ours[:, width:] - chars / np.sqrt(2)).max() < 1e-5
+    words = counts[:, :width].any(axis=1)  # songs with a known word (some have none)
+    assert words.sum() > 100
+    assert np.allclose(np.linalg.norm(ours[words, :width], axis=1), 1 / np.sqrt(2), atol=1e-5)
+    assert not ours[~words].any()
+    # A batch of one gives the same vector as the batch.
+    with torch.inference_mode():
+        assert torch.allclose(bow(ids[3:4], mask[3:4]), torch.from_numpy(ours[3:4]), atol=1e-6)
+    with pytest.raises(ValueError, match="n-gram map"):
+        bow.set_char_ngrams(char_map[0][:-1], char_map[1][:-1], char_map[2][:-1])
+    # A new map is used at once (the sparse matrix built from the map is cached).
+    bow.set_char_ngrams(char_map[0], char_map[1], 2 * char_map[2])
+    with torch.inference_mode():
+        assert np.array_equal(bow.counts(ids, mask).numpy()[:, width:], 2 * counts[:, width:])

@@ -188,7 +188,7 @@ def test_musicnn_branch_run_with_bag_of_words(tiny, data_dir):
         "audio.sample_rate=16000", "audio.n_fft=512", "audio.hop_length=256", "audio.n_mels=96",
         "audio.top_db=null", "audio.scale=musicnn", "audio.window_seconds=3.0", "audio.num_windows=2",
         "prepare.window_seconds=12.0", "model.audio_branch=musicnn", "model.lyrics_bow=true",
-        "model.musicnn_features=penultimate", "train.crop_seconds=3.0", "train.eval_crop_seconds=6.0",
+        "model.bag_char_ngrams=300", "model.musicnn_features=penultimate", "train.crop_seconds=3.0", "train.eval_crop_seconds=6.0",
         "train.epochs=3", "train.linear_probe=true", "train.class_weights=balanced_per_modality",
         "train.probe_l2=[0.001, 0.1]", 'train.lr_scale={"classifier": 0.1}'])
     metrics = train(cfg, tmp / "run_musicnn", progress=False)
@@ -210,7 +210,11 @@ def test_musicnn_branch_run_with_bag_of_words(tiny, data_dir):
     shipped = load_pretrained().state_dict()
     assert all(torch.equal(ckpt.state_dict[f"cnn.backbone.{k}"], v) for k, v in shipped.items())
     idf = ckpt.state_dict["bow.idf"]
-    assert idf.shape == (len(ckpt.vocab),) and idf[2:].min() >= 1.0 and idf[2:].max() > idf[2:].min()
+    assert idf.shape == (len(ckpt.vocab) + mc.bag_char_ngrams,) and idf[2:].min() >= 1.0 and idf[2:].max() > idf[2:].min()
+    # The character n-grams of the vocabulary words travel in the checkpoint as their map.
+    assert 0 < mc.bag_char_ngrams <= 300 and mc.bag_char_entries >= mc.bag_char_ngrams
+    assert ckpt.state_dict["bow.char_word"].shape == (mc.bag_char_entries,)
+    assert int(ckpt.state_dict["bow.char_column"].max()) == mc.bag_char_ngrams - 1
     clf = GenreClassifier.load(tmp / "run_musicnn" / "model.pt", device="cpu")
     clip = sorted((data_dir / "emotify" / "classical").glob("*.mp3"))[-1]
     (res,) = clf.predict([clip], lyrics=["an open road and a dusty old truck"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 
 from mmgenre_core.errors import ConfigError
 from mmgenre_core.model import BagOfWords, GenreModel
-from mmgenre_core.text import PAD_ID, Vocabulary
+from mmgenre_core.text import PAD_ID, UNK_ID, Vocabulary
 
 from training.config import OptimConfig, TrainConfig, model_config_for, resolve_path
 from training.datasets import Dataset, build_dataset
@@ -91,8 +92,13 @@ def build_model(cfg: TrainConfig, data: TrainData) -> GenreModel:
     pair_keys = torch.zeros(0, dtype=torch.long)
     if train_ids is not None and cfg.model.get("lyrics_bow") and int(cfg.model.get("bag_bigrams", 0)) > 0:
         pair_keys = choose_bigrams(train_ids, vocab_size=vocab_size, max_count=int(cfg.model["bag_bigrams"]))
+    char_map, grams = None, []
+    if train_ids is not None and cfg.model.get("lyrics_bow") and int(cfg.model.get("bag_char_ngrams", 0)) > 0:
+        *char_map, grams = choose_char_ngrams(train_ids, data.vocab, max_count=int(cfg.model["bag_char_ngrams"]))
     mc = model_config_for(cfg, n_genres=len(table.genres), vocab_size=vocab_size, embed_dim=embed_dim,
-                          use_audio=use_audio, use_lyrics=use_lyrics, bag_bigrams=len(pair_keys))
+                          use_audio=use_audio, use_lyrics=use_lyrics, bag_bigrams=len(pair_keys),
+                          bag_char_ngrams=len(grams),
+                          bag_char_entries=len(char_map[0]) if char_map else 0)
     torch.manual_seed(cfg.seed)
     model = GenreModel(mc, cfg.audio_config())
     if mc.use_audio and mc.audio_branch == "musicnn":
@@ -100,17 +106,21 @@ def build_model(cfg: TrainConfig, data: TrainData) -> GenreModel:
     if mc.use_lyrics and data.embedding is not None:
         model.han.load_embeddings(torch.from_numpy(data.embedding), freeze=cfg.vectors.freeze)
     if mc.use_lyrics and model.bow is not None:
-        fit_bag_statistics(model.bow, train_ids, pair_keys)
+        fit_bag_statistics(model.bow, train_ids, pair_keys, char_map=char_map)
     return model
 
 
-def fit_bag_statistics(bow: BagOfWords, ids: torch.Tensor, pair_keys: torch.Tensor) -> None:
-    """Set the bag's word pairs and its idf: the document frequency of every vocabulary word
-    and kept pair over the training lyrics ids [shape=(documents, lines, words)]."""
+def fit_bag_statistics(bow: BagOfWords, ids: torch.Tensor, pair_keys: torch.Tensor, *,
+                       char_map: list[torch.Tensor] | tuple[torch.Tensor, ...] | None = None) -> None:
+    """Set the bag's word pairs, its n-gram map (``char_map``: word ids, columns, times, as
+    :func:`choose_char_ngrams` gives them) and its idf: the document frequency of every
+    column over the training lyrics ids [shape=(documents, lines, words)]."""
     bow.set_bigrams(pair_keys)
+    if char_map is not None:
+        bow.set_char_ngrams(*char_map)
     df = torch.zeros(bow.idf.shape[0])
-    for start in range(0, ids.shape[0], 1024):  # in chunks: documents x columns at once is GBs
-        chunk = ids[start:start + 1024]
+    for start in range(0, ids.shape[0], 512):  # in chunks: documents x columns at once is GBs
+        chunk = ids[start:start + 512]
         df += (bow.counts(chunk, chunk != PAD_ID) > 0).sum(dim=0)
     bow.set_idf(df, ids.shape[0])
 
@@ -127,6 +137,59 @@ def choose_bigrams(ids: torch.Tensor, *, vocab_size: int, max_count: int, min_df
     pairs, df = pairs[df >= min_df], df[df >= min_df]
     top = torch.sort(-df, stable=True).indices[:max_count]  # most documents first, ties by key
     return torch.sort(pairs[top]).values
+
+
+def word_char_ngrams(word: str, *, low: int = 2, high: int = 5) -> list[str]:
+    """The character n-grams (``low`` to ``high``) of one word padded with a space on both
+    sides, as sklearn's ``char_wb`` analyser takes them (a padded word no longer than n counts
+    once as a whole, for all n from there up)."""
+    padded = f" {word} "
+    out = []
+    for n in range(low, high + 1):
+        if len(padded) <= n:  # the whole padded word, once for all larger n
+            out.append(padded)
+            break
+        out.extend(padded[i:i + n] for i in range(len(padded) - n + 1))
+    return out
+
+
+def choose_char_ngrams(ids: torch.Tensor, vocab: Vocabulary, *, max_count: int, min_df: int = 2
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """The n-gram map of the ``max_count`` character n-grams (:func:`word_char_ngrams` of the
+    vocabulary words) found in the most training documents (at least ``min_df``; ties by
+    n-gram), over ids [shape=(documents, lines, words)].
+
+    Returns (word ids, columns, times) [shape=(entries,)] each, for
+    :meth:`BagOfWords.set_char_ngrams`, and the n-grams in column order.
+    """
+    from scipy import sparse
+
+    grams: dict[str, int] = {}
+    rows, cols, vals = [], [], []
+    for word_id in range(UNK_ID + 1, len(vocab)):
+        for gram, times in Counter(word_char_ngrams(vocab.token_of(word_id))).items():
+            rows.append(word_id)
+            cols.append(grams.setdefault(gram, len(grams)))
+            vals.append(times)
+    word_map = sparse.csr_matrix((vals, (rows, cols)), shape=(len(vocab), len(grams)))
+    flat = ids.flatten(1).numpy()
+    doc = np.repeat(np.arange(flat.shape[0]), flat.shape[1])
+    real = flat.ravel() > UNK_ID
+    has_word = sparse.csr_matrix((np.ones(int(real.sum())), (doc[real], flat.ravel()[real])),
+                                 shape=(flat.shape[0], len(vocab)))
+    has_word.data[:] = 1.0  # duplicates were summed: each word once per document
+    df = np.asarray(((has_word @ word_map) > 0).sum(axis=0)).ravel()
+    names = np.array(list(grams), dtype=object)
+    order = sorted((i for i in range(len(names)) if df[i] >= min_df), key=lambda i: (-df[i], names[i]))[:max_count]
+    kept = sorted(order, key=lambda i: names[i])  # columns in n-gram order
+    column_of = np.full(len(names), -1)
+    column_of[kept] = np.arange(len(kept))
+    coo = word_map.tocoo()
+    keep = column_of[coo.col] >= 0
+    entries = sorted(zip(column_of[coo.col[keep]], coo.row[keep], coo.data[keep]))
+    column, word, times = (np.array(v) for v in zip(*entries)) if entries else (np.zeros(0),) * 3
+    return (torch.as_tensor(word, dtype=torch.long), torch.as_tensor(column, dtype=torch.long),
+            torch.as_tensor(times, dtype=torch.float32), [str(names[i]) for i in kept])
 
 
 def param_groups(model: torch.nn.Module, lr_scale: dict[str, float]) -> list[dict[str, Any]]:

@@ -400,11 +400,15 @@ def resolve_path(path: str | os.PathLike, base: str | os.PathLike | None = None)
 
 
 def model_config_for(cfg: TrainConfig, *, n_genres: int, vocab_size: int, embed_dim: int,
-                     use_audio: bool, use_lyrics: bool, bag_bigrams: int = 0) -> ModelConfig:
+                     use_audio: bool, use_lyrics: bool, bag_bigrams: int = 0, bag_char_ngrams: int = 0,
+                     bag_char_entries: int = 0) -> ModelConfig:
     """The :class:`ModelConfig` of a run: the config's sizes plus what the data decides
-    (``bag_bigrams``: the word pairs kept, at most the config's)."""
+    (``bag_bigrams``, ``bag_char_ngrams``: the word pairs and n-grams kept, at most the
+    config's; ``bag_char_entries``: the n-gram map's size)."""
     fields = dict(cfg.model)
     fields["bag_bigrams"] = bag_bigrams
+    fields["bag_char_ngrams"] = bag_char_ngrams
+    fields["bag_char_entries"] = bag_char_entries
     fields["n_genres"] = n_genres
     fields["n_mels"] = cfg.audio_config().n_mels
     fields["vocab_size"] = max(vocab_size, 2)

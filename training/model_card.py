@@ -62,7 +62,9 @@ def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
         l2 = {k: (inner.get(k) or {}).get("l2") for k in ("audio", "lyrics")}
         lines += ["## Training", (
             f"{audio}; lyrics: a TF-IDF bag of words ({len(ckpt.vocab)} words"
-            + (f" and {mc.bag_bigrams} word pairs" if getattr(mc, "bag_bigrams", 0) else "")
+            + (f", {mc.bag_bigrams} word pairs" if getattr(mc, "bag_bigrams", 0) else "")
+            + (f" and the {mc.bag_char_ngrams} character 2-5-grams of those words (words and pairs, and "
+               "n-grams, normalised apart)" if getattr(mc, "bag_char_ngrams", 0) else "")
             + "; the HAN is not trained in this recipe and its columns are zero); one linear layer over both. The heads were fitted on all the "
             "labelled data (nothing held out: the cross-validation below is the estimate) by logistic "
             f"regression with class weights balanced and raised to {train.get('class_weight_power', 1)}, the audio "
