@@ -189,17 +189,16 @@ def lyrics_split(cfg):
     return train, test
 
 
-def test_lyrics_recipe_matches_tfidf_logistic_regression_within_noise(clf, cfg, lyrics_split):
-    """The shipped lyrics recipe (training/frozen_heads.py's bag-of-words head, L2 by inner
-    grouped CV) against TF-IDF (1-2 grams) + LogReg on the same artist-disjoint split.
+@pytest.fixture(scope="module")
+def held_out_lyrics(clf, cfg, lyrics_split):
+    """The shipped lyrics recipe (training/frozen_heads.py's bag-of-words head) and TF-IDF
+    (1-2 grams) + LogReg, both fitted on the same artist-disjoint split's training songs.
 
-    The bag's vocabulary and idf are the shipped model's (from all the songs: a word
-    list, no labels). One split of ~110 songs has a standard error of about 5 points;
-    the recipe must be within one standard error on accuracy and 0.04 on macro-F1.
+    The bag's vocabulary and idf are the shipped model's (from all the songs: a word list,
+    no labels). Returns (true genres, the recipe's answers, TF-IDF's answers) of the test songs.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
     from sklearn.pipeline import make_pipeline
 
     from mmgenre_core.text import encode_batch
@@ -223,7 +222,14 @@ def test_lyrics_recipe_matches_tfidf_logistic_regression_within_noise(clf, cfg, 
                              LogisticRegression(max_iter=5000, C=10.0))
     baseline.fit([e.lyrics for e in train], [e.genre for e in train])
     theirs = list(baseline.predict([e.lyrics for e in test]))
-    truth = [e.genre for e in test]
+    return [e.genre for e in test], ours, theirs
+
+
+def test_lyrics_recipe_matches_tfidf_logistic_regression_within_noise(held_out_lyrics):
+    """The recipe must be within one standard error of TF-IDF on accuracy and 0.04 on macro-F1."""
+    from sklearn.metrics import f1_score
+
+    truth, ours, theirs = held_out_lyrics
     base_acc = np.mean([p == g for p, g in zip(theirs, truth)])
     our_acc = np.mean([p == g for p, g in zip(ours, truth)])
     standard_error = (base_acc * (1 - base_acc) / len(truth)) ** 0.5
@@ -231,6 +237,23 @@ def test_lyrics_recipe_matches_tfidf_logistic_regression_within_noise(clf, cfg, 
     base_f1 = f1_score(truth, theirs, average="macro", zero_division=0)
     our_f1 = f1_score(truth, ours, average="macro", zero_division=0)
     assert our_f1 >= base_f1 - 0.04, (our_f1, base_f1)
+
+
+# Least recall per genre of the ~2,900 held-out songs (artists the fit never read), about two
+# standard errors below what was measured: Rock 922/1067, Hip-Hop 221/303, International
+# 225/354, Country 178/330, Blues 126/240, Pop 56/187, Soul-RnB 46/165, Jazz 20/103,
+# Electronic 16/172 (lyrics alone hardly know Electronic: most of it is read as Rock).
+LYRICS_RECALL = [("Rock", 0.8), ("Hip-Hop", 0.65), ("International", 0.55), ("Country", 0.45), ("Blues", 0.45),
+                 ("Pop", 0.22), ("Soul-RnB", 0.2), ("Jazz", 0.1), ("Electronic", 0.05)]
+
+
+@pytest.mark.parametrize("genre, minimum", LYRICS_RECALL)
+def test_held_out_songs_of_each_genre(held_out_lyrics, genre, minimum):
+    truth, ours, _ = held_out_lyrics
+    answers = [s for t, s in zip(truth, ours) if t == genre]
+    assert len(answers) >= 30, f"only {len(answers)} held-out {genre} songs"
+    recall = sum(a == genre for a in answers) / len(answers)
+    assert recall >= minimum, (genre, recall, Counter(answers))
 
 
 def test_lyrics_alone_answers_several_genres(clf, lyrics_split):
