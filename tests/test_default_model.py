@@ -138,8 +138,13 @@ PER_GENRE_RECALL = [("Classical", 0.85), ("Electronic", 0.75), ("Blues", 0.7), (
 @pytest.mark.parametrize("genre, minimum", PER_GENRE_RECALL)
 def test_held_out_artists_of_each_genre(held_out_audio, genre, minimum):
     truth, said, _ = held_out_audio
+    assert_recall(truth, said, genre, minimum, least=5)
+
+
+def assert_recall(truth: list[str], said: list[str], genre: str, minimum: float, *, least: int) -> None:
+    """``genre``'s recall among the answers ``said`` is at least ``minimum``, over at least ``least`` examples."""
     answers = [s for t, s in zip(truth, said) if t == genre]
-    assert len(answers) >= 5, f"only {len(answers)} held-out {genre} clips"
+    assert len(answers) >= least, f"only {len(answers)} held-out {genre} examples"
     recall = sum(a == genre for a in answers) / len(answers)
     assert recall >= minimum, (genre, recall, Counter(answers))
 
@@ -250,10 +255,7 @@ LYRICS_RECALL = [("Rock", 0.8), ("Hip-Hop", 0.65), ("International", 0.55), ("Co
 @pytest.mark.parametrize("genre, minimum", LYRICS_RECALL)
 def test_held_out_songs_of_each_genre(held_out_lyrics, genre, minimum):
     truth, ours, _ = held_out_lyrics
-    answers = [s for t, s in zip(truth, ours) if t == genre]
-    assert len(answers) >= 30, f"only {len(answers)} held-out {genre} songs"
-    recall = sum(a == genre for a in answers) / len(answers)
-    assert recall >= minimum, (genre, recall, Counter(answers))
+    assert_recall(truth, ours, genre, minimum, least=30)
 
 
 def test_lyrics_alone_answers_several_genres(clf, lyrics_split):

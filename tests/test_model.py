@@ -273,22 +273,14 @@ def test_only_a_pretrained_backbone_keeps_its_batchnorm_statistics():
 def test_bag_of_words_and_pairs_is_sklearns_tfidf_on_real_lyrics(data_dir):
     """BagOfWords with word pairs: sklearn's counts and idf over the same words and in-line
     pairs (build.choose_bigrams picks the pairs, fit_bag_statistics the idf), log(1 + count)."""
-    import json
-
     import numpy as np
     from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
-    from mmgenre_core.config import TextConfig
     from mmgenre_core.model import BagOfWords
-    from mmgenre_core.text import PAD_ID, Vocabulary, encode_batch, encode_lyrics
+    from mmgenre_core.text import PAD_ID
     from training.build import choose_bigrams, fit_bag_statistics
 
-    with open(data_dir / "lyrics" / "lyrics.jsonl", encoding="utf-8") as fh:
-        texts = [json.loads(line)["lyrics"] for line in fh][:120]
-    config = TextConfig(max_lines=20, max_words=8)
-    docs = [encode_lyrics(t, vocab=Vocabulary([]), config=config).lines for t in texts]
-    vocab = Vocabulary.build(docs, max_size=300)
-    ids, mask, _ = encode_batch(texts, vocab=vocab, config=config)
+    docs, vocab, ids, mask = real_lyrics_grid(data_dir)
     keys = choose_bigrams(ids, vocab_size=len(vocab), max_count=150)
     assert 0 < len(keys) <= 150 and bool((keys[1:] > keys[:-1]).all())
     bow = BagOfWords(len(vocab), len(keys))
@@ -326,24 +318,15 @@ def test_bag_character_ngrams_are_sklearns_char_wb_on_real_lyrics(data_dir):
     """BagOfWords with n-gram columns: sklearn's char_wb 2-5-gram counts and idf over the
     vocabulary words each song's grid holds (build.choose_char_ngrams picks the n-grams),
     the words/pairs and the n-grams L2-normalised apart, each scaled 1/sqrt(2)."""
-    import json
-
     import numpy as np
     from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
-    from mmgenre_core.config import TextConfig
     from mmgenre_core.model import BagOfWords
-    from mmgenre_core.text import Vocabulary, encode_batch, encode_lyrics
     from training.build import choose_bigrams, choose_char_ngrams, fit_bag_statistics, word_char_ngrams
 
     assert word_char_ngrams("ab") == [" a", "ab", "b ", " ab", "ab ", " ab "]
     assert word_char_ngrams("i") == [" i", "i ", " i "]
-    with open(data_dir / "lyrics" / "lyrics.jsonl", encoding="utf-8") as fh:
-        texts = [json.loads(line)["lyrics"] for line in fh][:120]
-    config = TextConfig(max_lines=20, max_words=8)
-    docs = [encode_lyrics(t, vocab=Vocabulary([]), config=config).lines for t in texts]
-    vocab = Vocabulary.build(docs, max_size=300)
-    ids, mask, _ = encode_batch(texts, vocab=vocab, config=config)
+    docs, vocab, ids, mask = real_lyrics_grid(data_dir)
     keys = choose_bigrams(ids, vocab_size=len(vocab), max_count=50)
     *char_map, grams = choose_char_ngrams(ids, vocab, max_count=400)
     assert len(grams) == 400 and grams == sorted(grams)
@@ -380,3 +363,20 @@ def test_bag_character_ngrams_are_sklearns_char_wb_on_real_lyrics(data_dir):
     bow.set_char_ngrams(char_map[0], char_map[1], 2 * char_map[2])
     with torch.inference_mode():
         assert np.array_equal(bow.counts(ids, mask).numpy()[:, width:], 2 * counts[:, width:])
+
+
+def real_lyrics_grid(data_dir):
+    """120 real songs as tokenised lines (20 x 8 kept), their 300-word vocabulary and the
+    ids/mask [shape=(120, 20, 8)]."""
+    import json
+
+    from mmgenre_core.config import TextConfig
+    from mmgenre_core.text import Vocabulary, encode_batch, encode_lyrics
+
+    with open(data_dir / "lyrics" / "lyrics.jsonl", encoding="utf-8") as fh:
+        texts = [json.loads(line)["lyrics"] for line in fh][:120]
+    config = TextConfig(max_lines=20, max_words=8)
+    docs = [encode_lyrics(t, vocab=Vocabulary([]), config=config).lines for t in texts]
+    vocab = Vocabulary.build(docs, max_size=300)
+    ids, mask, _ = encode_batch(texts, vocab=vocab, config=config)
+    return docs, vocab, ids, mask
