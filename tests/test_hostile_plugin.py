@@ -414,9 +414,8 @@ def test_killed_run_leaves_rows_and_files_in_step(tmp_path, default_model, sig, 
     """Killed mid-run: afterwards (for SIGKILL, after a plain rerun) every row agrees with
     its file, no mark is left, and the library passes integrity_check."""
     # The run must outlast the signal: 72 clips heard the default way took 1.8 s in a CI run,
-    # which ended before the signal came (earlier tests had filled the shared feature cache):
-    # no cache, and listening thoroughly (up to 12 windows).
-    env = beets_env(tmp_path, default_model, extra="    listen: thorough\n    cache: no\n")
+    # which ended before the signal came; listening thoroughly (up to 12 windows) is ~3x longer.
+    env = beets_env(tmp_path, default_model, extra="    listen: thorough\n")
     paths = real_library(tmp_path, env, 72)
     proc = beet(env, "mmgenre")
     wait_for_rows(tmp_path, 4, proc)
