@@ -31,7 +31,7 @@ from beets.test.helper import IOMixin, PluginTestHelper
 
 from .plugin_helpers import (EMOTIFY, GeniusServer, MMGenrePluginMixin, copy_file, io, media,  # noqa: F401
                              models, needs_data, set_tags)
-from .test_hostile_plugin import (beet, beets_env, library_state, read_genres, rows_agree_with_files,
+from .test_hostile_plugin import (beet, beets_env, default_sigint, library_state, read_genres, rows_agree_with_files,
                                   tags_except_genre, wait_for_rows)
 
 pytestmark = needs_data
@@ -281,7 +281,8 @@ def test_6_ctrl_c_during_an_import_leaves_library_and_files_agreeing(tmp_path, d
     for k, clip in enumerate(sorted(EMOTIFY.glob("*/*.mp3"))[::17][:16]):
         set_tags(copy_file(clip, folder / f"{k:02d}.mp3"))
     proc = subprocess.Popen([sys.executable, "-m", "beets", "import", "-A", "-q", str(folder)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=default_sigint)
     _first_mark(tmp_path, proc)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole process group
     out = proc.communicate(timeout=120)[0].decode(errors="replace")

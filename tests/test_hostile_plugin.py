@@ -337,7 +337,15 @@ def beets_env(tmp_path: Path, model: Path, *, extra: str = "") -> dict[str, str]
     return {**os.environ, "BEETSDIR": str(beetsdir), "PYTHONUNBUFFERED": "1"}
 
 
+def default_sigint() -> None:
+    """In the child before exec: Ctrl-C as a terminal delivers it. A shell that starts the
+    tests in the background makes them ignore SIGINT, and a child would inherit that and
+    never see the Ctrl-C the tests send (two Ctrl-C tests failed so in a clean-clone run)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def beet(env: dict[str, str], *args: str, **kwargs: Any) -> subprocess.Popen:
+    kwargs.setdefault("preexec_fn", default_sigint)
     return subprocess.Popen([sys.executable, "-m", "beets", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, **kwargs)
 
