@@ -85,17 +85,11 @@ def bag_probs(ids_train, y_train, groups_train, ids_test, vocab, cfg, n_classes)
     import torch
 
     from mmgenre_core.calibration import softmax
-    from mmgenre_core.model import BagOfWords
-    from training.build import choose_bigrams, choose_char_ngrams, fit_bag_statistics
+    from training.build import fit_bag
     from training.frozen_heads import fit_lyrics_head, sparse_bags
 
-    train = torch.from_numpy(ids_train)
-    keys = choose_bigrams(train, vocab_size=len(vocab), max_count=int(cfg.model.get("bag_bigrams", 0)))
-    char_map, grams = None, []
-    if int(cfg.model.get("bag_char_ngrams", 0)):
-        *char_map, grams = choose_char_ngrams(train, vocab, max_count=int(cfg.model["bag_char_ngrams"]))
-    bow = BagOfWords(len(vocab), len(keys), char_ngrams=len(grams), char_entries=len(char_map[0]) if grams else 0)
-    fit_bag_statistics(bow, train, keys, char_map=char_map)
+    bow = fit_bag(torch.from_numpy(ids_train), vocab, bigrams=int(cfg.model.get("bag_bigrams", 0)),
+                  char_ngrams=int(cfg.model.get("bag_char_ngrams", 0)))
 
     def rows(ids: np.ndarray) -> torch.Tensor:
         return sparse_bags(bow, torch.from_numpy(ids))

@@ -22,7 +22,7 @@ class _SparseRows:
     the forward's time on a 12,000-song bag of words and n-grams."""
 
     def __init__(self, x: torch.Tensor) -> None:
-        x = x.to_sparse_coo().coalesce() if x.is_sparse else x.to_sparse().coalesce()
+        x = (x if x.is_sparse else x.to_sparse()).coalesce()
         self.csr = x.to_sparse_csr()
         self.csr_t = x.t().coalesce().to_sparse_csr()
 

@@ -89,16 +89,15 @@ def build_model(cfg: TrainConfig, data: TrainData) -> GenreModel:
     if use_lyrics:
         rows = table.lyr_row[table.indices("train")]
         train_ids = torch.from_numpy(np.asarray(table.lyrics_ids[rows[rows >= 0]], dtype=np.int64))
-    pair_keys = torch.zeros(0, dtype=torch.long)
-    if train_ids is not None and cfg.model.get("lyrics_bow") and int(cfg.model.get("bag_bigrams", 0)) > 0:
-        pair_keys = choose_bigrams(train_ids, vocab_size=vocab_size, max_count=int(cfg.model["bag_bigrams"]))
-    char_map, grams = None, []
-    if train_ids is not None and cfg.model.get("lyrics_bow") and int(cfg.model.get("bag_char_ngrams", 0)) > 0:
-        *char_map, grams = choose_char_ngrams(train_ids, data.vocab, max_count=int(cfg.model["bag_char_ngrams"]))
+    bag = None
+    if train_ids is not None and cfg.model.get("lyrics_bow"):
+        bag = fit_bag(train_ids, data.vocab, bigrams=int(cfg.model.get("bag_bigrams", 0)),
+                      char_ngrams=int(cfg.model.get("bag_char_ngrams", 0)))
     mc = model_config_for(cfg, n_genres=len(table.genres), vocab_size=vocab_size, embed_dim=embed_dim,
-                          use_audio=use_audio, use_lyrics=use_lyrics, bag_bigrams=len(pair_keys),
-                          bag_char_ngrams=len(grams),
-                          bag_char_entries=len(char_map[0]) if char_map else 0)
+                          use_audio=use_audio, use_lyrics=use_lyrics,
+                          bag_bigrams=bag.bigram_keys.numel() if bag else 0,
+                          bag_char_ngrams=bag.char_ngrams if bag else 0,
+                          bag_char_entries=bag.char_word.numel() if bag else 0)
     torch.manual_seed(cfg.seed)
     model = GenreModel(mc, cfg.audio_config())
     if mc.use_audio and mc.audio_branch == "musicnn":
@@ -106,8 +105,22 @@ def build_model(cfg: TrainConfig, data: TrainData) -> GenreModel:
     if mc.use_lyrics and data.embedding is not None:
         model.han.load_embeddings(torch.from_numpy(data.embedding), freeze=cfg.vectors.freeze)
     if mc.use_lyrics and model.bow is not None:
-        fit_bag_statistics(model.bow, train_ids, pair_keys, char_map=char_map)
+        model.bow = bag  # the same sizes: the config was made from it
     return model
+
+
+def fit_bag(ids: torch.Tensor, vocab: Vocabulary, *, bigrams: int, char_ngrams: int) -> BagOfWords:
+    """The bag of words a run fits on training lyrics ids [shape=(documents, lines, words)]:
+    the vocabulary's words, at most ``bigrams`` word pairs (:func:`choose_bigrams`) and at
+    most ``char_ngrams`` character n-grams (:func:`choose_char_ngrams`; 0: none), and the idf."""
+    keys = (choose_bigrams(ids, vocab_size=len(vocab), max_count=bigrams) if bigrams > 0
+            else torch.zeros(0, dtype=torch.long))
+    char_map, grams = None, []
+    if char_ngrams > 0:
+        *char_map, grams = choose_char_ngrams(ids, vocab, max_count=char_ngrams)
+    bow = BagOfWords(len(vocab), len(keys), char_ngrams=len(grams), char_entries=len(char_map[0]) if char_map else 0)
+    fit_bag_statistics(bow, ids, keys, char_map=char_map)
+    return bow
 
 
 def fit_bag_statistics(bow: BagOfWords, ids: torch.Tensor, pair_keys: torch.Tensor, *,
