@@ -96,7 +96,7 @@ def bag_probs(ids_train, y_train, groups_train, ids_test, vocab, cfg, n_classes)
 
     t = cfg.train
     head = fit_lyrics_head(rows(ids_train), y_train, groups_train, n_classes=n_classes, l2_grid=t.lyrics_l2,
-                           power=t.class_weight_power, folds=t.head_folds, seed=cfg.seed, max_iter=t.probe_max_iter)
+                           power=t.lyrics_weight_power, folds=t.head_folds, seed=cfg.seed, max_iter=t.probe_max_iter)
     logits = (torch.sparse.mm(rows(ids_test), head["weight"].T) + head["bias"]).double().numpy() / head["temperature"]
     return softmax(logits)
 

@@ -221,7 +221,7 @@ def held_out_lyrics(clf, cfg, lyrics_split):
     head = fit_lyrics_head(bag(train), np.array([genres.index(e.genre) for e in train]),
                            np.array([artist_group(e) for e in train]), n_classes=len(genres),
                            l2_grid=[clf.checkpoint.metrics["inner_cv"]["lyrics"]["l2"]],  # the shipped one: 4x faster
-                           power=t.class_weight_power, folds=t.head_folds, seed=cfg.seed, max_iter=t.probe_max_iter)
+                           power=t.lyrics_weight_power, folds=t.head_folds, seed=cfg.seed, max_iter=t.probe_max_iter)
     ours = [genres[j] for j in (torch.sparse.mm(bag(test), head["weight"].T) + head["bias"]).argmax(1).tolist()]
     baseline = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
                              LogisticRegression(max_iter=5000, C=10.0))

@@ -106,6 +106,19 @@ def test_unknown_class_weights_are_refused(tmp_path):
     for bad in ("2", "-0.5", "true"):
         with pytest.raises(ConfigError, match="class_weight_power"):
             load_config(path, [f"train.class_weight_power={bad}"])
+        with pytest.raises(ConfigError, match="lyrics_class_weight_power"):
+            load_config(path, [f"train.lyrics_class_weight_power={bad}"])
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    pytest.param(["train.class_weight_power=0.5"], 0.5, id="inherits-class-weight-power"),
+    pytest.param(["train.class_weight_power=0.5", "train.lyrics_class_weight_power=0"], 0.0, id="own-power"),
+    pytest.param(["train.lyrics_class_weight_power=1", "train.class_weight_power=0"], 1.0, id="own-power-above"),
+])
+def test_lyrics_head_class_weight_power(tmp_path, overrides, expected):
+    path = tmp_path / "c.json"
+    path.write_text('{"data": {"lyrics": [{"type": "jsonl", "path": "x.jsonl"}]}}')
+    assert load_config(path, overrides).train.lyrics_weight_power == expected
 
 
 @pytest.mark.parametrize(

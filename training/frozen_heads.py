@@ -255,7 +255,7 @@ def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torc
     if len(lyrics_idx) and "bag" in blocks:
         x = _bag_rows(model, table, lyrics_idx)
         lyr = fit_lyrics_head(x, table.labels[lyrics_idx], np.array([group_of(i) for i in lyrics_idx]),
-                              n_classes=n_classes, l2_grid=t.lyrics_l2, power=t.class_weight_power,
+                              n_classes=n_classes, l2_grid=t.lyrics_l2, power=t.lyrics_weight_power,
                               folds=t.head_folds, seed=cfg.seed, max_iter=t.probe_max_iter)
         b = blocks["bag"]
         weight[:, b.start:b.stop] = lyr["weight"].to(weight)
