@@ -32,7 +32,7 @@ from beets.test.helper import IOMixin, PluginTestHelper
 from .plugin_helpers import (EMOTIFY, GeniusServer, MMGenrePluginMixin, copy_file, io, media,  # noqa: F401
                              models, needs_data, set_tags)
 from .test_hostile_plugin import (beet, beets_env, default_sigint, library_state, read_genres, rows_agree_with_files,
-                                  tags_except_genre, wait_for_rows)
+                                  stopped_output, tags_except_genre, wait_for_rows)
 
 pytestmark = needs_data
 
@@ -285,7 +285,7 @@ def test_6_ctrl_c_during_an_import_leaves_library_and_files_agreeing(tmp_path, d
                             preexec_fn=default_sigint)
     _first_mark(tmp_path, proc)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole process group
-    out = proc.communicate(timeout=120)[0].decode(errors="replace")
+    out = stopped_output(proc, timeout=120)
     assert "Traceback" not in out, out
     state = library_state(tmp_path)
     assert state, "the import stored nothing"
@@ -302,7 +302,7 @@ def test_6_ctrl_c_during_beet_mmgenre_exits_130_in_step(tmp_path, data_dir):
     proc = beet(env, "mmgenre", "-f", start_new_session=True)
     _first_mark(tmp_path, proc)
     os.killpg(proc.pid, signal.SIGINT)
-    out = proc.communicate(timeout=120)[0].decode(errors="replace")
+    out = stopped_output(proc, timeout=120)
     assert proc.returncode == 130 and "Traceback" not in out, out
     assert rows_agree_with_files(tmp_path) == [], out
 

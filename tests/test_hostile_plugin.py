@@ -334,7 +334,9 @@ def beets_env(tmp_path: Path, model: Path, *, extra: str = "") -> dict[str, str]
             auto: no
             genius_cache: no
         """) + extra, encoding="utf-8")
-    return {**os.environ, "BEETSDIR": str(beetsdir), "PYTHONUNBUFFERED": "1"}
+    # PYTHONFAULTHANDLER: a child that hangs dumps every thread's stack on SIGABRT
+    # (stopped_output), so a rare hang after Ctrl-C says where it waits.
+    return {**os.environ, "BEETSDIR": str(beetsdir), "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
 
 
 def default_sigint() -> None:
@@ -342,6 +344,31 @@ def default_sigint() -> None:
     tests in the background makes them ignore SIGINT, and a child would inherit that and
     never see the Ctrl-C the tests send (two Ctrl-C tests failed so in a clean-clone run)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def stopped_output(proc: subprocess.Popen, *, timeout: float) -> str:
+    """The output of a beet child that must stop within ``timeout`` seconds (after a
+    signal). One that does not is made to dump its threads' stacks (SIGABRT with
+    PYTHONFAULTHANDLER set) and the test fails with them."""
+    try:
+        return proc.communicate(timeout=timeout)[0].decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out = proc.communicate(timeout=30)[0].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0].decode(errors="replace")
+        pytest.fail(f"beet did not stop within {timeout:g} s; its output and stacks:\n{out[-20000:]}")
+
+
+def test_a_child_that_does_not_stop_fails_with_its_stacks():
+    child = subprocess.Popen([sys.executable, "-c", "import time\ndef waiting_here():\n    time.sleep(60)\nwaiting_here()"],
+                             env={**os.environ, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)did not stop within 1 s.*waiting_here"):
+        stopped_output(child, timeout=1)
+    assert child.poll() is not None
 
 
 def beet(env: dict[str, str], *args: str, **kwargs: Any) -> subprocess.Popen:
@@ -427,7 +454,7 @@ def test_killed_run_leaves_rows_and_files_in_step(tmp_path, default_model, sig, 
     wait_for_rows(tmp_path, 4, proc)
     proc.send_signal(sig)
     started = time.monotonic()
-    out = proc.communicate(timeout=60)[0].decode(errors="replace")
+    out = stopped_output(proc, timeout=60)
     assert time.monotonic() - started < 15, "the run took too long to stop"
     if sig == signal.SIGINT:
         # Ctrl-C: the run writes the files of the rows it stored, then exits 130: every
