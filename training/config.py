@@ -240,12 +240,11 @@ class TrainConfig:
         if t.class_weights not in ("none", "balanced", "balanced_per_modality"):
             raise ConfigError("train.class_weights must be none, balanced or balanced_per_modality, "
                               f"not {t.class_weights!r}")
-        if isinstance(t.class_weight_power, bool) or not isinstance(t.class_weight_power, (int, float)) \
-                or not 0 <= t.class_weight_power <= 1:
+        if not _is_unit_number(t.class_weight_power):
             raise ConfigError(f"train.class_weight_power must be a number in [0, 1], not {t.class_weight_power!r}")
-        lp = t.lyrics_class_weight_power
-        if lp is not None and (isinstance(lp, bool) or not isinstance(lp, (int, float)) or not 0 <= lp <= 1):
-            raise ConfigError(f"train.lyrics_class_weight_power must be null or a number in [0, 1], not {lp!r}")
+        if t.lyrics_class_weight_power is not None and not _is_unit_number(t.lyrics_class_weight_power):
+            raise ConfigError("train.lyrics_class_weight_power must be null or a number in [0, 1], "
+                              f"not {t.lyrics_class_weight_power!r}")
         if t.batch_size < 1 or t.epochs < 0 or t.lr <= 0:
             raise ConfigError("train.batch_size >= 1, train.epochs >= 0 and train.lr > 0 are required")
         if not t.probe_l2 or any(not (isinstance(v, (int, float)) and v >= 0) for v in t.probe_l2):
@@ -409,6 +408,11 @@ def resolve_path(path: str | os.PathLike, base: str | os.PathLike | None = None)
     if not p.is_absolute():
         p = Path(base) / p if base is not None else REPO_ROOT / p
     return Path(os.path.normpath(p))
+
+
+def _is_unit_number(value: Any) -> bool:
+    """A number (not a bool) in [0, 1]."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1
 
 
 def model_config_for(cfg: TrainConfig, *, n_genres: int, vocab_size: int, embed_dim: int,
