@@ -277,6 +277,13 @@ class ModelConfig:
     # columns to keep; in a checkpoint how many it kept and how many entries.
     bag_char_ngrams: int = bounded(0, 0, 500_000)
     bag_char_entries: int = bounded(0, 0, 20_000_000)
+    # Instead of all of the above: a bag that reads the cleaned lyrics text itself
+    # (mmgenre_core/ngrams.py), with columns for its word 1-2-grams and then for its
+    # character 2-5-grams (sklearn's char_wb), so words outside the vocabulary, lines
+    # past the HAN's grid and the punctuation inside words count. In training configs
+    # the most of each to keep; in a checkpoint how many it kept.
+    bag_text_words: int = bounded(0, 0, 2_000_000)
+    bag_text_chars: int = bounded(0, 0, 2_000_000)
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -286,6 +293,9 @@ class ModelConfig:
             raise ConfigError("a model needs the audio branch, the lyrics branch or both")
         if (self.bag_char_ngrams == 0) != (self.bag_char_entries == 0):
             raise ConfigError("bag_char_ngrams and bag_char_entries are both 0 or both positive")
+        if self.bag_reads_text and (self.bag_bigrams or self.bag_char_ngrams):
+            raise ConfigError("a bag that reads the text (bag_text_words, bag_text_chars) has no "
+                              "vocabulary columns: set bag_bigrams and bag_char_ngrams to 0")
         if len(self.cnn_pool) != 2:
             raise ConfigError("cnn_pool is (freq, time)")
         if self.audio_branch not in ("paper", "musicnn"):
@@ -309,8 +319,16 @@ class ModelConfig:
         return 2 * self.line_hidden + (self.bag_dim if self.lyrics_bow else 0)
 
     @property
+    def bag_reads_text(self) -> bool:
+        """Whether the bag's columns are n-grams of the raw text (not vocabulary ids)."""
+        return self.bag_text_words + self.bag_text_chars > 0
+
+    @property
     def bag_dim(self) -> int:
-        """Width of the bag of words: words, word pairs and character n-grams."""
+        """Width of the bag of words: words, word pairs and character n-grams (of the
+        vocabulary, or of the text itself)."""
+        if self.bag_reads_text:
+            return self.bag_text_words + self.bag_text_chars
         return self.vocab_size + self.bag_bigrams + self.bag_char_ngrams
 
     def to_dict(self) -> dict[str, Any]:

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -269,13 +270,26 @@ class BagOfWords(nn.Module):
     scaled by ``1/sqrt(2)``, as two TF-IDF vectorisers side by side. ``idf``,
     ``bigram_keys`` and the n-gram map are persistent buffers, set from the training lyrics
     by :meth:`set_bigrams`, :meth:`set_char_ngrams` and :meth:`set_idf`.
+
+    A bag with text columns (``text_words``, ``text_chars``) reads the cleaned text itself
+    instead (:meth:`read_texts`; :mod:`mmgenre_core.ngrams`): word 1-2-grams and character
+    2-5-grams, no vocabulary columns; its n-gram keys are set by :meth:`set_text_keys`.
     """
 
-    def __init__(self, vocab_size: int, bigrams: int = 0, *, char_ngrams: int = 0, char_entries: int = 0) -> None:
+    def __init__(self, vocab_size: int, bigrams: int = 0, *, char_ngrams: int = 0, char_entries: int = 0,
+                 text_words: int = 0, text_chars: int = 0) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.char_ngrams = char_ngrams
-        self.register_buffer("idf", torch.ones(vocab_size + bigrams + char_ngrams))
+        self.text_words, self.text_chars = text_words, text_chars
+        if self.reads_text and (bigrams or char_ngrams):
+            raise ValueError("a bag that reads the text has no vocabulary columns")
+        width = text_words + text_chars if self.reads_text else vocab_size + bigrams + char_ngrams
+        self.register_buffer("idf", torch.ones(width))
+        # The text columns' n-gram keys (mmgenre_core/ngrams.py), ascending: words, then
+        # characters. Stored only by a bag that reads the text.
+        self.register_buffer("text_keys", torch.zeros(text_words + text_chars, dtype=torch.long),
+                             persistent=self.reads_text)
         # first id * vocab_size + second id of each pair column, ascending (stored only when
         # there are pair columns: checkpoints of unigram bags load as before).
         self.register_buffer("bigram_keys", torch.arange(bigrams, dtype=torch.long), persistent=bigrams > 0)
@@ -356,7 +370,74 @@ class BagOfWords(nn.Module):
             cached = self._char_cache = (key, matrix)
         return cached[1]
 
+    @property
+    def reads_text(self) -> bool:
+        """Whether the columns are n-grams of the text (:meth:`text_rows`), not of the ids."""
+        return self.text_words + self.text_chars > 0
+
+    @torch.no_grad()
+    def set_text_keys(self, keys: torch.Tensor) -> None:
+        """The text columns' n-gram keys [shape=(text_words + text_chars,)]: distinct,
+        ascending, the first ``text_words`` of them word keys and the rest character keys."""
+        from .ngrams import BLOCK_SPAN, CHAR_BLOCK, WORD_BLOCK
+
+        keys = keys.to(self.text_keys)
+        ok = keys.shape == self.text_keys.shape and (keys.numel() < 2 or bool((keys[1:] > keys[:-1]).all()))
+        blocks = torch.div(keys, BLOCK_SPAN, rounding_mode="floor")
+        ok = ok and bool((blocks[:self.text_words] == WORD_BLOCK).all()) and bool(
+            (blocks[self.text_words:] == CHAR_BLOCK).all())
+        if not ok:
+            raise ValueError(f"text keys must be {self.text_keys.numel()} distinct ascending n-gram keys: "
+                             f"{self.text_words} of words, then {self.text_chars} of characters")
+        self.text_keys.copy_(keys)
+
+    def text_counts(self, grams: Sequence[tuple[np.ndarray, np.ndarray]]) -> torch.Tensor:
+        """Raw counts of each text column, sparse COO [shape=(documents, columns)], from each
+        document's :func:`mmgenre_core.ngrams.ngram_counts` (keys, counts); n-grams the bag
+        does not know count for nothing."""
+        keys = self.text_keys.cpu().numpy()
+        rows, cols, vals = [], [], []
+        for doc, (k, c) in enumerate(grams):
+            if not len(keys) or not len(k):
+                continue
+            at = np.searchsorted(keys, k).clip(max=len(keys) - 1)
+            hit = keys[at] == k
+            rows.append(np.full(int(hit.sum()), doc, dtype=np.int64))
+            cols.append(at[hit])
+            vals.append(c[hit])
+        if rows:
+            index = torch.from_numpy(np.stack([np.concatenate(rows), np.concatenate(cols)]))
+            values = torch.from_numpy(np.concatenate(vals).astype(np.float32))
+        else:
+            index, values = torch.zeros((2, 0), dtype=torch.long), torch.zeros(0)
+        return torch.sparse_coo_tensor(index, values, (len(grams), self.idf.shape[0]), is_coalesced=True,
+                                       check_invariants=False)
+
+    def text_rows(self, grams: Sequence[tuple[np.ndarray, np.ndarray]]) -> torch.Tensor:
+        """The bag of each document from its (keys, counts), sparse COO [shape=(documents,
+        columns)] on the CPU: ``(1 + log count) * idf`` (sklearn's sublinear tf), the word and
+        the character columns each L2-normalised and scaled by ``1/sqrt(2)``: two sklearn
+        ``TfidfVectorizer(sublinear_tf=True)`` side by side."""
+        counts = self.text_counts(grams)
+        index, values = counts.indices(), counts.values()
+        idf = self.idf.detach().float().cpu()
+        values = (1.0 + torch.log(values.clamp(min=1.0))) * idf[index[1]]
+        block = (index[1] >= self.text_words).long()  # 0 words, 1 characters
+        norms = torch.zeros((counts.shape[0], 2)).index_put_((index[0], block), values * values, accumulate=True)
+        values = values / norms.sqrt().clamp(min=1e-12)[index[0], block] * 0.5 ** 0.5
+        return torch.sparse_coo_tensor(index, values, counts.shape, is_coalesced=True, check_invariants=False)
+
+    def read_texts(self, texts: Sequence[str | None]) -> torch.Tensor:
+        """The bag of each text (None or no words: all zeros), dense [shape=(len(texts), columns)]
+        on the bag's device."""
+        from .ngrams import ngram_counts
+
+        grams = [ngram_counts(t) if t else (np.zeros(0, np.int64), np.zeros(0, np.int64)) for t in texts]
+        return self.text_rows(grams).to_dense().to(self.idf.device)
+
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.reads_text:
+            raise ValueError("this bag reads the lyrics text (read_texts), not the ids")
         tfidf = torch.log1p(self.counts(ids, mask)) * self.idf
         if not self.char_ngrams:
             return nn.functional.normalize(tfidf, dim=1)
@@ -394,7 +475,8 @@ class GenreModel(nn.Module):
             self.han = HAN(config)
             self.no_lyrics = nn.Parameter(torch.zeros(2 * config.line_hidden))
             self.bow = BagOfWords(config.vocab_size, config.bag_bigrams, char_ngrams=config.bag_char_ngrams,
-                                  char_entries=config.bag_char_entries) if config.lyrics_bow else None
+                                  char_entries=config.bag_char_entries, text_words=config.bag_text_words,
+                                  text_chars=config.bag_text_chars) if config.lyrics_bow else None
             fused += config.lyrics_dim
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(fused, config.n_genres)
@@ -414,12 +496,19 @@ class GenreModel(nn.Module):
         """The learned "no audio" vector, [shape=(batch, audio_vector_dim)]."""
         return self.no_audio.unsqueeze(0).expand(batch, -1)
 
-    def encode_lyrics(self, ids: torch.Tensor, mask: torch.Tensor, has_lyrics: torch.Tensor) -> HANOutput:
-        """ids/mask [shape=(batch, lines, words)], has_lyrics [shape=(batch,)] -> vector [batch, lyrics_dim]."""
+    def encode_lyrics(self, ids: torch.Tensor, mask: torch.Tensor, has_lyrics: torch.Tensor,
+                      texts: Sequence[str | None] | None = None) -> HANOutput:
+        """ids/mask [shape=(batch, lines, words)], has_lyrics [shape=(batch,)] -> vector [batch, lyrics_dim].
+        ``texts`` (one per document) are what a bag that reads the text reads."""
         out = self.han(ids, mask)
         present = has_lyrics & mask.flatten(1).any(dim=1)
         out.vector = torch.where(present.unsqueeze(-1), out.vector, self.no_lyrics.to(out.vector.dtype))
-        if self.bow is not None:
+        if self.bow is not None and self.bow.reads_text:
+            if texts is None or len(texts) != ids.shape[0]:
+                raise ValueError("this model's bag reads the lyrics text: give one text per document")
+            kept = [t if p else None for t, p in zip(texts, present.tolist())]  # all zeros without lyrics
+            out.vector = torch.cat([out.vector, self.bow.read_texts(kept).to(out.vector.dtype)], dim=-1)
+        elif self.bow is not None:
             bag = self.bow(ids, mask & present[:, None, None])  # all zeros without lyrics
             out.vector = torch.cat([out.vector, bag.to(out.vector.dtype)], dim=-1)
         return out
@@ -469,6 +558,18 @@ class GenreModel(nn.Module):
         fused = torch.cat([p.to(dtype) for p in parts], dim=-1)
         return self.classifier(self.dropout(fused))
 
+    def _lyrics_logits(self, batch: "FusedBatch", documents: torch.Tensor, both: torch.Tensor | None) -> torch.Tensor:
+        """The lyrics columns' share of every row's logits [shape=(batch.size, n_genres)]: each
+        document's [shape=(n_docs, lyrics_dim)] once, given to the rows that read it, the
+        "absent" vector's to the rest; rows with both inputs scaled by the fusion rule."""
+        weight = self.classifier.weight[:, self.classifier.weight.shape[1] - self.config.lyrics_dim:]
+        per_doc = nn.functional.linear(documents.to(weight.dtype), weight)  # (n_docs, n_genres)
+        absent = nn.functional.linear(self.absent_lyrics(1).to(weight.dtype), weight)  # (1, n_genres)
+        rows = absent.expand(batch.size, -1).index_copy(0, batch.lyrics_pos, per_doc[batch.lyrics_doc].to(absent.dtype))
+        if both is not None:
+            rows = torch.where(both.unsqueeze(-1), rows * self.lyrics_scale_with_audio, rows)
+        return rows
+
     @staticmethod
     def _rows_with_both(batch: "FusedBatch", present: torch.Tensor) -> torch.Tensor:
         """Which rows [shape=(batch.size,)] have audio and real lyrics (``present`` per document)."""
@@ -487,7 +588,7 @@ class GenreModel(nn.Module):
         on the rows that have its input. With ``return_attention`` a :class:`ModelOutput`
         carries the HAN's attention of each lyrics document.
         """
-        audio_vec = lyrics_vec = both = None
+        audio_vec = lyrics_vec = both = lyrics_logits = None
         word_att = line_att = None
         if self.config.use_audio:
             audio_vec = self.absent_audio(batch.size)
@@ -501,15 +602,28 @@ class GenreModel(nn.Module):
                 mask = batch.lyrics_mask if batch.lyrics_mask is not None else ids != PAD_ID
                 present = batch.lyrics_present if batch.lyrics_present is not None else \
                     torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
-                han = self.encode_lyrics(ids, mask, present)
-                docs = han.vector if batch.lyrics_doc is None else han.vector[batch.lyrics_doc]
-                lyrics_vec = lyrics_vec.index_copy(0, batch.lyrics_pos, docs.to(lyrics_vec.dtype))
+                han = self.encode_lyrics(ids, mask, present, batch.lyrics_texts)
                 fused = self.lyrics_scale_with_audio != 1.0 or self.lyrics_offset_with_audio is not None
                 if fused and self.config.use_audio and batch.audio_pos.numel():
                     both = self._rows_with_both(batch, present & mask.flatten(1).any(dim=1))
-                    lyrics_vec = torch.where(both.unsqueeze(-1), lyrics_vec * self.lyrics_scale_with_audio, lyrics_vec)
+                if batch.lyrics_doc is not None and not self.training:
+                    # The windows of a track share its document: its lyrics logits once per
+                    # document, not a copy of its (bag-wide) vector for every window.
+                    lyrics_logits = self._lyrics_logits(batch, han.vector, both)
+                else:
+                    docs = han.vector if batch.lyrics_doc is None else han.vector[batch.lyrics_doc]
+                    lyrics_vec = lyrics_vec.index_copy(0, batch.lyrics_pos, docs.to(lyrics_vec.dtype))
+                    if both is not None:
+                        lyrics_vec = torch.where(both.unsqueeze(-1), lyrics_vec * self.lyrics_scale_with_audio,
+                                                 lyrics_vec)
                 word_att, line_att = han.word_attention, han.line_attention
-        logits = self.classify(audio_vec, lyrics_vec)
+        if lyrics_logits is not None:
+            audio_columns = self.config.audio_vector_dim if self.config.use_audio else 0
+            weight, bias = self.classifier.weight, self.classifier.bias
+            logits = lyrics_logits + (nn.functional.linear(self.dropout(audio_vec), weight[:, :audio_columns], bias)
+                                      if audio_vec is not None else bias)
+        else:
+            logits = self.classify(audio_vec, lyrics_vec)
         if both is not None and self.lyrics_offset_with_audio is not None:
             logits = logits + both.unsqueeze(-1) * self.lyrics_offset_with_audio.to(logits)
         if return_attention:
@@ -541,14 +655,19 @@ class FusedBatch:
     lyrics_mask: torch.Tensor | None = None
     lyrics_present: torch.Tensor | None = None
     lyrics_doc: torch.Tensor | None = None
+    #: The documents' texts (one per ``ids`` document): what a bag that reads the text reads.
+    lyrics_texts: Sequence[str | None] | None = None
 
     @classmethod
     def full(cls, *, mel: torch.Tensor | None = None, ids: torch.Tensor | None = None,
-             lyrics_mask: torch.Tensor | None = None) -> "FusedBatch":
-        """Every row has the inputs given: ``mel`` and/or ``ids`` [shape=(batch, ...)]."""
+             lyrics_mask: torch.Tensor | None = None,
+             lyrics_texts: Sequence[str | None] | None = None) -> "FusedBatch":
+        """Every row has the inputs given: ``mel`` and/or ``ids`` [shape=(batch, ...)] (and the
+        lyrics ``lyrics_texts``, one per row)."""
         size = next(t.shape[0] for t in (mel, ids) if t is not None)
         device = next(t.device for t in (mel, ids) if t is not None)
         rows = torch.arange(size, device=device)
         empty = rows[:0]
         return cls(size, rows if mel is not None else empty, mel=mel,
-                   lyrics_pos=rows if ids is not None else empty, ids=ids, lyrics_mask=lyrics_mask)
+                   lyrics_pos=rows if ids is not None else empty, ids=ids, lyrics_mask=lyrics_mask,
+                   lyrics_texts=lyrics_texts)

@@ -395,7 +395,7 @@ class GenreClassifier:
             # One HAN pass per track; each of its windows reads it. Lyrics the encoder found
             # no words in run as "absent": calibrate them as audio alone.
             inputs.lyrics_pos, inputs.ids, inputs.lyrics_mask = row_index, ids, mask
-            inputs.lyrics_present, inputs.lyrics_doc = has, track_of_row
+            inputs.lyrics_present, inputs.lyrics_doc, inputs.lyrics_texts = has, track_of_row, lyrics
             has_lyrics = has & mask.flatten(1).any(dim=1)
         with autocast(device):
             out = model(inputs, return_attention=True)
@@ -721,7 +721,7 @@ class GenreClassifier:
         ids, mask, has = encode_batch(texts, vocab=self.vocab, config=self.text_config)
         rows = torch.arange(len(texts), device=device)
         inputs = FusedBatch(len(texts), rows[:0], lyrics_pos=rows, ids=ids.to(device), lyrics_mask=mask.to(device),
-                            lyrics_present=has.to(device))
+                            lyrics_present=has.to(device), lyrics_texts=texts)
         with autocast(device):
             out = model(inputs, return_attention=True)
         att = [out.word_attention.float().cpu().numpy(), out.line_attention.float().cpu().numpy()] \
