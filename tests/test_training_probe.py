@@ -201,3 +201,33 @@ def test_fit_head_on_a_sparse_bag_is_the_dense_fit():
     dense = fit_head(x, y, w, blocks=block, l2=[1e-3], n_classes=3)
     sparse = fit_head(x.to_sparse(), y, w, blocks=block, l2=[1e-3], n_classes=3)
     assert torch.allclose(dense[0], sparse[0], atol=1e-4) and torch.allclose(dense[1], sparse[1], atol=1e-4)
+
+
+def test_lyrics_head_learns_domain_offsets_and_drops_their_columns():
+    """fit_lyrics_head with domains: one 0/1 column per domain in the fit, dropped from the
+    returned weight; a domain whose songs lean to genre 2 gets an offset toward it, and the
+    plain songs' bias no longer leans there."""
+    from training.frozen_heads import fit_lyrics_head, with_domain_columns
+
+    rng = np.random.default_rng(0)
+    n, width = 600, 30
+    y = rng.integers(0, 3, n)
+    x = rng.random((n, width)) * 0.3
+    x[np.arange(n), y] += 1.0  # column k says genre k
+    domains = np.array([None] * n, dtype=object)
+    excerpt = rng.random(n) < 0.5
+    domains[excerpt] = "src:excerpt"
+    y[excerpt & (rng.random(n) < 0.6)] = 2  # the excerpts lean to genre 2 whatever their words say
+    xt = torch.from_numpy(x).float()
+    marked = with_domain_columns(xt.to_sparse(), domains, ["src:excerpt"]).to_dense()
+    assert marked.shape == (n, width + 1) and torch.equal(marked[:, width], torch.from_numpy(excerpt).float())
+    groups = np.arange(n) % 40
+    kwargs = dict(n_classes=3, l2_grid=[1e-3], power=0.0, folds=3, seed=0, max_iter=200)
+    plain = fit_lyrics_head(xt.to_sparse(), y, groups, **kwargs)
+    head = fit_lyrics_head(xt.to_sparse(), y, groups, domains=domains, **kwargs)
+    assert plain["domains"] == {} and set(head["domains"]) == {"src:excerpt"}
+    assert head["weight"].shape == plain["weight"].shape == (3, width)
+    offset = head["domains"]["src:excerpt"]
+    assert offset[2] > offset[0] + 0.5 and offset[2] > offset[1] + 0.5
+    lean = lambda b: float(b[2] - b[:2].mean())  # noqa: E731
+    assert lean(head["bias"]) < lean(plain["bias"]) - 0.3

@@ -221,6 +221,34 @@ def test_musicnn_branch_run_with_bag_of_words(tiny, data_dir):
     assert res.ok and res.genres[0].genre in ckpt.genres
 
 
+def test_frozen_lyrics_head_over_a_bag_that_reads_the_text(tiny, data_dir):
+    """A lyrics-only run whose bag reads the text (model.bag_text_words/chars): the head is
+    fitted over the text's n-grams, the checkpoint holds their keys, and inference reads the
+    texts it is given, batched as one by one."""
+    tmp, path = tiny
+    cfg = load_config(path, ["model.use_audio=false", "model.lyrics_bow=true", "model.bag_text_words=2000",
+                             "model.bag_text_chars=3000", "train.frozen_heads=true",
+                             "train.lyrics_l2=[0.0001, 0.001]", "train.head_folds=2"])
+    metrics = train(cfg, tmp / "run_text_bag", progress=False)
+    assert metrics["frozen_heads"]["lyrics"]["l2"] in (0.0001, 0.001)
+    ckpt = load_checkpoint(tmp / "run_text_bag" / "model.pt")
+    mc = ckpt.model_config
+    assert mc.bag_reads_text and 0 < mc.bag_text_words <= 2000 and 0 < mc.bag_text_chars <= 3000
+    assert ckpt.state_dict["bow.text_keys"].shape == (mc.bag_text_words + mc.bag_text_chars,)
+    assert "bow.bigram_keys" not in ckpt.state_dict
+    clf = GenreClassifier.load(tmp / "run_text_bag" / "model.pt", device="cpu")
+    songs = [json.loads(line) for line in open(tmp / "lyrics.jsonl", encoding="utf-8")]
+    texts = [s["lyrics"] for s in songs]
+    batched = clf.predict_lyrics(texts + [None], top_k=3)
+    assert batched[-1].lyrics == "none"
+    for i in (0, 31, 59):
+        (alone,) = clf.predict_lyrics([texts[i]], top_k=3)
+        assert np.allclose(list(alone.probabilities.values()), list(batched[i].probabilities.values()), atol=1e-5)
+    # Fitted on these songs (the head sees all the data): it reads them back.
+    right = sum(r.genres[0].genre == s["genre"] for r, s in zip(batched, songs))
+    assert right >= 0.8 * len(songs), right
+
+
 def test_evaluate_cli_on_a_folder_and_a_lyrics_file(run_a, tiny, data_dir, capsys):
     tmp, _ = tiny
     out, _ = run_a
@@ -349,6 +377,17 @@ def test_fused_forward_runs_each_branch_only_on_its_rows():
                             lyrics_doc=torch.arange(b.size).repeat_interleave(2))
         theirs = model(shared)
     torch.testing.assert_close(ours.repeat_interleave(2, dim=0), theirs)
+    # The same with the fusion rule's scale and offset, and tracks without lyrics among them
+    # (inference computes a shared document's lyrics logits once: GenreModel._lyrics_logits).
+    model.lyrics_scale_with_audio, model.lyrics_offset_with_audio = 0.6, torch.tensor([0.3, -0.2])
+    rows = torch.arange(2 * b.size)
+    read = rows[(rows // 2) % 3 != 0]  # every third track has no lyrics
+    with torch.no_grad():
+        shared = FusedBatch(2 * b.size, rows, mel=b.mel.repeat_interleave(2, dim=0), lyrics_pos=read, ids=b.ids,
+                            lyrics_doc=read // 2)
+        copies = FusedBatch(2 * b.size, rows, mel=b.mel.repeat_interleave(2, dim=0), lyrics_pos=read,
+                            ids=b.ids[read // 2])
+        torch.testing.assert_close(model(shared), model(copies))
 
 
 def test_batchnorm_recalibration_matches_eval_statistics():

@@ -90,14 +90,20 @@ def build_model(cfg: TrainConfig, data: TrainData) -> GenreModel:
         rows = table.lyr_row[table.indices("train")]
         train_ids = torch.from_numpy(np.asarray(table.lyrics_ids[rows[rows >= 0]], dtype=np.int64))
     bag = None
-    if train_ids is not None and cfg.model.get("lyrics_bow"):
+    text_words, text_chars = int(cfg.model.get("bag_text_words", 0)), int(cfg.model.get("bag_text_chars", 0))
+    if train_ids is not None and cfg.model.get("lyrics_bow") and text_words + text_chars:
+        rows = table.lyr_row[table.indices("train")]
+        bag = fit_text_bag(table.texts_of(rows[rows >= 0]), vocab_size=vocab_size, max_words=text_words,
+                           max_chars=text_chars)
+    elif train_ids is not None and cfg.model.get("lyrics_bow"):
         bag = fit_bag(train_ids, data.vocab, bigrams=int(cfg.model.get("bag_bigrams", 0)),
                       char_ngrams=int(cfg.model.get("bag_char_ngrams", 0)))
     mc = model_config_for(cfg, n_genres=len(table.genres), vocab_size=vocab_size, embed_dim=embed_dim,
                           use_audio=use_audio, use_lyrics=use_lyrics,
-                          bag_bigrams=bag.bigram_keys.numel() if bag else 0,
+                          bag_bigrams=bag.bigram_keys.numel() if bag and not bag.reads_text else 0,
                           bag_char_ngrams=bag.char_ngrams if bag else 0,
-                          bag_char_entries=bag.char_word.numel() if bag else 0)
+                          bag_char_entries=bag.char_word.numel() if bag and not bag.reads_text else 0,
+                          bag_text_words=bag.text_words if bag else 0, bag_text_chars=bag.text_chars if bag else 0)
     torch.manual_seed(cfg.seed)
     model = GenreModel(mc, cfg.audio_config())
     if mc.use_audio and mc.audio_branch == "musicnn":
@@ -120,6 +126,43 @@ def fit_bag(ids: torch.Tensor, vocab: Vocabulary, *, bigrams: int, char_ngrams: 
         *char_map, grams = choose_char_ngrams(ids, vocab, max_count=char_ngrams)
     bow = BagOfWords(len(vocab), len(keys), char_ngrams=len(grams), char_entries=len(char_map[0]) if char_map else 0)
     fit_bag_statistics(bow, ids, keys, char_map=char_map)
+    return bow
+
+
+def fit_text_bag(texts: list[str], *, vocab_size: int, max_words: int, max_chars: int,
+                 min_df: int = 2) -> BagOfWords:
+    """A bag that reads the text (:mod:`mmgenre_core.ngrams`), fitted on training lyrics texts."""
+    from mmgenre_core.ngrams import ngram_counts
+
+    return fit_text_bag_from_counts([ngram_counts(t) for t in texts], vocab_size=vocab_size, max_words=max_words,
+                                    max_chars=max_chars, min_df=min_df)
+
+
+def fit_text_bag_from_counts(grams: list[tuple[np.ndarray, np.ndarray]], *, vocab_size: int, max_words: int,
+                             max_chars: int, min_df: int = 2) -> BagOfWords:
+    """The bag over each document's (keys, counts) (:func:`mmgenre_core.ngrams.ngram_counts`):
+    of each block the ``max_words`` word and ``max_chars`` character n-grams found in the most
+    documents (at least ``min_df``; ties by key; sklearn's ``max_features`` ranks by total count
+    instead), and sklearn's smoothed idf over the documents."""
+    from mmgenre_core.ngrams import BLOCK_SPAN, WORD_BLOCK
+
+    keys, df = np.unique(np.concatenate([k for k, _ in grams]) if grams else np.zeros(0, np.int64),
+                         return_counts=True)  # keys are distinct within a document: df
+    keep = df >= min_df
+    keys, df = keys[keep], df[keep]
+    is_word = keys // BLOCK_SPAN == WORD_BLOCK
+    chosen = []
+    for block, limit in ((is_word, max_words), (~is_word, max_chars)):
+        k, d = keys[block], df[block]
+        top = np.argsort(-d, kind="stable")[:limit]  # most documents first, ties by key (ascending)
+        chosen.append((np.sort(k[top]), d[np.sort(top)]))
+    (word_keys, word_df), (char_keys, char_df) = chosen
+    bow = BagOfWords(vocab_size, text_words=len(word_keys), text_chars=len(char_keys))
+    if not bow.reads_text:
+        raise ConfigError("no n-gram of the training lyrics is in at least "
+                          f"{min_df} documents: the text bag would be empty")
+    bow.set_text_keys(torch.from_numpy(np.concatenate([word_keys, char_keys])))
+    bow.set_idf(torch.from_numpy(np.concatenate([word_df, char_df])), len(grams))
     return bow
 
 

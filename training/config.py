@@ -417,11 +417,13 @@ def _is_unit_number(value: Any) -> bool:
 
 def model_config_for(cfg: TrainConfig, *, n_genres: int, vocab_size: int, embed_dim: int,
                      use_audio: bool, use_lyrics: bool, bag_bigrams: int = 0, bag_char_ngrams: int = 0,
-                     bag_char_entries: int = 0) -> ModelConfig:
+                     bag_char_entries: int = 0, bag_text_words: int = 0, bag_text_chars: int = 0) -> ModelConfig:
     """The :class:`ModelConfig` of a run: the config's sizes plus what the data decides
-    (``bag_bigrams``, ``bag_char_ngrams``: the word pairs and n-grams kept, at most the
-    config's; ``bag_char_entries``: the n-gram map's size)."""
+    (``bag_bigrams``, ``bag_char_ngrams``, ``bag_text_words``, ``bag_text_chars``: the word
+    pairs and n-grams kept, at most the config's; ``bag_char_entries``: the n-gram map's size)."""
     fields = dict(cfg.model)
+    fields["bag_text_words"] = bag_text_words
+    fields["bag_text_chars"] = bag_text_chars
     fields["bag_bigrams"] = bag_bigrams
     fields["bag_char_ngrams"] = bag_char_ngrams
     fields["bag_char_entries"] = bag_char_entries

@@ -78,6 +78,9 @@ class Example:
     source: str = ""
     track_id: int | None = None
     sha1: str | None = None  # expected sha1 of the audio file, when checksums are known
+    # Lyrics of another kind than what inference reads (an excerpt, another corpus): the
+    # lyrics head learns an offset per domain in training and reads none (lyrics_data.py).
+    domain: str | None = None
 
     @property
     def has_audio(self) -> bool:

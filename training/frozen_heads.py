@@ -82,9 +82,26 @@ def clip_window_features(model: torch.nn.Module, paths: list[str], *, audio_conf
 
 
 def _bag_rows(model: torch.nn.Module, table: Any, indices: np.ndarray) -> torch.Tensor:
-    """The TF-IDF bag of each lyrics example, sparse COO [shape=(len(indices), vocab + pairs)]."""
+    """The TF-IDF bag of each lyrics example, sparse COO [shape=(len(indices), bag columns)]."""
+    if model.bow.reads_text:
+        from mmgenre_core.ngrams import ngram_counts
+
+        return model.bow.text_rows([ngram_counts(t) for t in table.texts_of(table.lyr_row[indices])])
     ids = torch.from_numpy(np.asarray(table.lyrics_ids[table.lyr_row[indices]], dtype=np.int64))
     return sparse_bags(model.bow, ids)
+
+
+def bags_of_texts(bow: torch.nn.Module, texts: list[str], *, vocab: Any, text_config: Any) -> torch.Tensor:
+    """``bow`` of each lyrics text, sparse COO [shape=(len(texts), bag columns)]: from the text
+    itself for a bag that reads it, else from the HAN's id grid (``vocab``, ``text_config``)."""
+    if bow.reads_text:
+        from mmgenre_core.ngrams import ngram_counts
+
+        return bow.text_rows([ngram_counts(t) for t in texts])
+    from mmgenre_core.text import encode_batch
+
+    ids, _, _ = encode_batch(texts, vocab=vocab, config=text_config)
+    return sparse_bags(bow, ids)
 
 
 def sparse_bags(bow: torch.nn.Module, ids: torch.Tensor, *, chunk: int = 512) -> torch.Tensor:
@@ -113,11 +130,32 @@ def _logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     return (torch.sparse.mm(x, weight.T) if x.is_sparse else x @ weight.T) + bias
 
 
+def with_domain_columns(x: torch.Tensor, domains: np.ndarray, names: list[str]) -> torch.Tensor:
+    """x [shape=(songs, columns)] (dense or sparse COO) and one 0/1 column per domain of
+    ``names`` after them: 1 where the song's domain [shape=(songs,)] is that one."""
+    rows = np.flatnonzero([d in names for d in domains])
+    cols = np.array([names.index(domains[r]) for r in rows], dtype=np.int64)
+    marks = torch.sparse_coo_tensor(torch.from_numpy(np.stack([rows, cols]).astype(np.int64)),
+                                    torch.ones(len(rows), dtype=x.dtype), (x.shape[0], len(names)),
+                                    check_invariants=False)
+    return torch.cat([x.coalesce(), marks], dim=1).coalesce() if x.is_sparse else torch.cat([x, marks.to_dense()], 1)
+
+
 def fit_lyrics_head(x: torch.Tensor, labels: np.ndarray, groups: np.ndarray, *, n_classes: int,
-                    l2_grid: list[float], power: float, folds: int, seed: int, max_iter: int
-                    ) -> dict[str, Any]:
+                    l2_grid: list[float], power: float, folds: int, seed: int, max_iter: int,
+                    domains: np.ndarray | None = None) -> dict[str, Any]:
     """Weighted L2 logistic regression over the bag of words x [shape=(songs, vocab)] (dense or sparse COO),
-    L2 and temperature by :func:`training.window_head.choose_l2`."""
+    L2 and temperature by :func:`training.window_head.choose_l2`.
+
+    ``domains`` [shape=(songs,)]: each song's :attr:`~training.examples.Example.domain`. Each
+    domain gets a 0/1 column, so the head learns how the genres of excerpts or of another
+    corpus lean apart from the words; the columns are dropped after the fit (the returned
+    weight has x's width): inference reads the lyrics of no domain. Their weights are in
+    ``"domains"``."""
+    names = sorted({d for d in domains if d}) if domains is not None else []
+    width = x.shape[1]
+    if names:
+        x = with_domain_columns(x, domains, names)
     y = torch.from_numpy(labels.astype(np.int64))
     w = class_weights(labels, n_classes, power=power)
     block = [Block("bag", 0, x.shape[1], True)]
@@ -133,11 +171,13 @@ def fit_lyrics_head(x: torch.Tensor, labels: np.ndarray, groups: np.ndarray, *, 
     best, temperature, oof, errors = choose_l2(labels, groups, l2_grid=l2_grid, folds=folds, seed=seed,
                                                fit_predict=fit_predict)
     weight, bias = fit(slice(None), best)
+    offsets = {name: [round(float(v), 4) for v in weight[:, width + j]] for j, name in enumerate(names)}
+    weight = weight[:, :width].contiguous()
     accuracy = float((oof.argmax(1) == labels).mean())
     log.info("lyrics head: l2 %g (inner out-of-fold error rate %s), temperature %.3f, out-of-fold "
              "accuracy %.3f", best, {k: round(v, 4) for k, v in errors.items()}, temperature, accuracy)
     return {"weight": weight, "bias": bias, "temperature": temperature, "l2": best, "inner": errors,
-            "oof_accuracy": accuracy, "oof": oof}
+            "oof_accuracy": accuracy, "oof": oof, "domains": offsets}
 
 
 def fit_fusion(audio: tuple[np.ndarray, np.ndarray], lyrics: tuple[np.ndarray, np.ndarray], *,
@@ -256,7 +296,8 @@ def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torc
         x = _bag_rows(model, table, lyrics_idx)
         lyr = fit_lyrics_head(x, table.labels[lyrics_idx], np.array([group_of(i) for i in lyrics_idx]),
                               n_classes=n_classes, l2_grid=t.lyrics_l2, power=t.lyrics_weight_power,
-                              folds=t.head_folds, seed=cfg.seed, max_iter=t.probe_max_iter)
+                              folds=t.head_folds, seed=cfg.seed, max_iter=t.probe_max_iter,
+                              domains=table.domains[lyrics_idx] if table.domains is not None else None)
         b = blocks["bag"]
         weight[:, b.start:b.stop] = lyr["weight"].to(weight)
         temperatures["lyrics"] = round(lyr["temperature"], 4)
@@ -275,14 +316,20 @@ def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torc
                                    rcond=1e-9, driver="gelsd").solution.squeeze(1)
             with torch.no_grad():
                 model.no_audio.copy_(v.to(model.no_audio))
-            lyrics_labels = table.labels[lyrics_idx]
-            # Naive Bayes divides by the prior: the lyrics corpus's genre frequencies. (Dividing
+            # The pairs read songs of no domain, as inference does (an excerpt's answers carry
+            # its domain's offset); all songs when every one has a domain.
+            plain_songs = np.array([not d for d in table.domains[lyrics_idx]]) if table.domains is not None \
+                else np.ones(len(lyrics_idx), dtype=bool)
+            if not plain_songs.any():
+                plain_songs[:] = True
+            lyrics_labels = table.labels[lyrics_idx][plain_songs]
+            # Naive Bayes divides by the prior: the genre frequencies of those lyrics. (Dividing
             # by the balance the weighted head learnt instead was 3 points worse on held-out
             # pairs in benchmarks/cv_fusion.py: the pairs' genres are far flatter than the
             # lyrics', a third of which are Rock.)
             counts = np.bincount(lyrics_labels, minlength=n_classes).astype(np.float64)
             log_prior = np.log(np.maximum(counts / counts.sum(), 1e-12))
-            lyrics_evidence = lyr["oof"] / lyr["temperature"] - log_prior
+            lyrics_evidence = lyr["oof"][plain_songs] / lyr["temperature"] - log_prior
             metadata["fusion"] = fit_fusion(audio_oof, (lyrics_evidence, lyrics_labels),
                                             audio_temperature=temperatures["audio"],
                                             lyrics_temperature=temperatures["lyrics"], seed=cfg.seed)
@@ -322,4 +369,5 @@ def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torc
     return metrics
 
 
-__all__ = ["clip_window_features", "fit_lyrics_head", "sparse_bags", "train_frozen_heads"]
+__all__ = ["bags_of_texts", "clip_window_features", "fit_lyrics_head", "sparse_bags", "train_frozen_heads",
+           "with_domain_columns"]

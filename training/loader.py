@@ -45,6 +45,13 @@ class Table:
     mels: np.ndarray | None = None  # float16 memmap (n_clips, n_mels, frames)
     lyrics_ids: np.ndarray | None = None  # int32 (n_lyrics, max_lines, max_words)
     dropped: list[Skipped] = field(default_factory=list)
+    lyrics_texts: list[str] | None = None  # (n_lyrics,): the texts of lyrics_ids' rows
+    domains: np.ndarray | None = None  # object (n,): each example's Example.domain (None: none)
+
+    def texts_of(self, rows: np.ndarray) -> list[str]:
+        """The lyrics texts of ``lyrics_ids`` rows [shape=(n,)] (a bag that reads the text reads them)."""
+        assert self.lyrics_texts is not None
+        return [self.lyrics_texts[int(r)] for r in rows]
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -98,7 +105,7 @@ def build_table(dataset: Dataset, *, prepared=None, vocab: Vocabulary | None = N
     if lyric_texts:
         assert vocab is not None and text_config is not None
         ids, has = encode_grid(lyric_texts, vocab, text_config)
-    keys, labels, splits, mel_rows, lyr_rows = [], [], [], [], []
+    keys, labels, splits, mel_rows, lyr_rows, domains = [], [], [], [], [], []
     for e, mel, lyr, reason in rows:
         if lyr >= 0 and not has[lyr]:
             lyr = -1  # nothing usable left after cleaning
@@ -110,10 +117,12 @@ def build_table(dataset: Dataset, *, prepared=None, vocab: Vocabulary | None = N
         splits.append(e.split or "train")
         mel_rows.append(mel)
         lyr_rows.append(lyr)
+        domains.append(e.domain)
     return Table(genres=list(dataset.genres), keys=keys, labels=np.asarray(labels, dtype=np.int64),
                  splits=np.asarray(splits, dtype=object), mel_row=np.asarray(mel_rows, dtype=np.int64),
                  lyr_row=np.asarray(lyr_rows, dtype=np.int64),
-                 mels=prepared.mels if prepared is not None else None, lyrics_ids=ids, dropped=dropped)
+                 mels=prepared.mels if prepared is not None else None, lyrics_ids=ids, dropped=dropped,
+                 lyrics_texts=lyric_texts if lyric_texts else None, domains=np.asarray(domains, dtype=object))
 
 
 # --------------------------------------------------------------------------- #
@@ -138,6 +147,7 @@ class Batch:
     audio_pos: torch.Tensor  # (n_audio,) positions in the batch
     ids: torch.Tensor  # (n_lyrics, max_lines, max_words)
     lyrics_pos: torch.Tensor  # (n_lyrics,)
+    texts: list[str] | None = None  # (n_lyrics,): the lyrics texts, for a bag that reads the text
 
     @property
     def size(self) -> int:
@@ -145,17 +155,19 @@ class Batch:
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
         return Batch(*(t.to(device, non_blocking=non_blocking) for t in
-                       (self.y, self.mel, self.audio_pos, self.ids, self.lyrics_pos)))
+                       (self.y, self.mel, self.audio_pos, self.ids, self.lyrics_pos)), texts=self.texts)
 
     def pin_memory(self, device=None) -> "Batch":  # DataLoader's pin_memory calls this too
-        return Batch(*(t.pin_memory() for t in (self.y, self.mel, self.audio_pos, self.ids, self.lyrics_pos)))
+        return Batch(*(t.pin_memory() for t in (self.y, self.mel, self.audio_pos, self.ids, self.lyrics_pos)),
+                     texts=self.texts)
 
     def __iter__(self):  # so torch's collate/pin utilities can treat it as a plain record
         return iter((self.y, self.mel, self.audio_pos, self.ids, self.lyrics_pos))
 
     def fused(self) -> FusedBatch:
         """The model's input: each row reads its own clip (audio_pos) and lyrics (lyrics_pos)."""
-        return FusedBatch(self.size, self.audio_pos, mel=self.mel, lyrics_pos=self.lyrics_pos, ids=self.ids)
+        return FusedBatch(self.size, self.audio_pos, mel=self.mel, lyrics_pos=self.lyrics_pos, ids=self.ids,
+                          lyrics_texts=self.texts)
 
 
 def collate(table: Table, spec: BatchSpec, crop_frames: int | None) -> Batch:
@@ -180,9 +192,10 @@ def collate(table: Table, spec: BatchSpec, crop_frames: int | None) -> Batch:
         ids_t = torch.from_numpy(table.lyrics_ids[lyr_rows[lyrics_pos]].astype(np.int64))
     else:
         ids_t = torch.zeros((0, 1, 1), dtype=torch.long)
+    texts = table.texts_of(lyr_rows[lyrics_pos]) if table.lyrics_texts is not None else None
     return Batch(y=torch.from_numpy(table.labels[idx].copy()), mel=mel_t,
                  audio_pos=torch.from_numpy(audio_pos.astype(np.int64)),
-                 ids=ids_t, lyrics_pos=torch.from_numpy(lyrics_pos.astype(np.int64)))
+                 ids=ids_t, lyrics_pos=torch.from_numpy(lyrics_pos.astype(np.int64)), texts=texts)
 
 
 def train_batch_specs(table: Table, indices: np.ndarray, *, batch_size: int, rng: np.random.Generator,

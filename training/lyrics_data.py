@@ -29,7 +29,8 @@ from .examples import Example, canonical_genre, normalise_split
 
 log = logging.getLogger(__name__)
 
-_SOURCE_KEYS = {"type", "path", "standalone", "name", "genre_map", "match", "exclude", "first_artist"}
+_SOURCE_KEYS = {"type", "path", "standalone", "name", "genre_map", "match", "exclude", "first_artist", "domain",
+                "domain_field"}
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -124,10 +125,19 @@ def _check_exclude(exclude: Any) -> dict[str, Any]:
 def standalone_examples(records: list[dict[str, Any]], spec: dict[str, Any], *, base: Path) -> list[Example]:
     """Lyrics-only examples from records with a ``genre``, less those the source's
     ``exclude`` rules drop; with ``first_artist`` the artist (the split's group) is the
-    first credited one of a comma-separated list."""
+    first credited one of a comma-separated list.
+
+    Domains (:attr:`Example.domain`): ``domain`` puts every record of the source in that
+    domain, ``domain_field`` a record whose field is set in ``"<name>:<value>"`` (e.g.
+    ``"lyrics_large:musixmatch_30pct_excerpt"``); the rest have none, the kind of lyrics
+    inference reads."""
     name = spec.get("name") or f"lyrics:{Path(spec['path']).stem}"
     genre_map = spec.get("genre_map") or {}
     exclude = _check_exclude(spec.get("exclude"))
+    domain, domain_field = spec.get("domain"), spec.get("domain_field")
+    for key, value in (("domain", domain), ("domain_field", domain_field)):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError(f"lyrics source {name}: '{key}' must be a non-empty string")
     out, no_genre, dropped = [], 0, 0
     for rec in records:
         if excluded(rec, exclude):
@@ -141,9 +151,11 @@ def standalone_examples(records: list[dict[str, Any]], spec: dict[str, Any], *, 
         artist = rec.get("artist") or None
         if artist and spec.get("first_artist"):
             artist = str(artist).split(",")[0].strip() or None
+        kind = rec.get(domain_field) if domain_field else None
         out.append(Example(
             key=f"{name}:{rid}", genre=canonical_genre(genre, genre_map), split=normalise_split(rec.get("split")),
-            artist=artist, title=rec.get("title") or None, lyrics=rec["lyrics"], source=name))
+            artist=artist, title=rec.get("title") or None, lyrics=rec["lyrics"], source=name,
+            domain=f"{name}:{kind}" if kind not in (None, "", False) else domain))
     if no_genre:
         log.warning("%s: %d records without a genre skipped", name, no_genre)
     if dropped:

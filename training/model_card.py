@@ -60,11 +60,15 @@ def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
     if train.get("frozen_heads"):
         inner = (metrics.get("inner_cv") or {})
         l2 = {k: (inner.get(k) or {}).get("l2") for k in ("audio", "lyrics")}
+        bag = (f"a TF-IDF bag of the cleaned text (its {mc.bag_text_words} word 1-2-grams and {mc.bag_text_chars} "
+               "character 2-5-grams, as sklearn's word and char_wb analysers, each in at least two training "
+               "songs, the two kinds normalised apart" if getattr(mc, "bag_reads_text", False) else
+               f"a TF-IDF bag of words ({len(ckpt.vocab)} words"
+               + (f", {mc.bag_bigrams} word pairs" if getattr(mc, "bag_bigrams", 0) else "")
+               + (f" and the {mc.bag_char_ngrams} character 2-5-grams of those words (words and pairs, and "
+                  "n-grams, normalised apart)" if getattr(mc, "bag_char_ngrams", 0) else ""))
         lines += ["## Training", (
-            f"{audio}; lyrics: a TF-IDF bag of words ({len(ckpt.vocab)} words"
-            + (f", {mc.bag_bigrams} word pairs" if getattr(mc, "bag_bigrams", 0) else "")
-            + (f" and the {mc.bag_char_ngrams} character 2-5-grams of those words (words and pairs, and "
-               "n-grams, normalised apart)" if getattr(mc, "bag_char_ngrams", 0) else "")
+            f"{audio}; lyrics: {bag}"
             + "; the HAN is not trained in this recipe and its columns are zero); one linear layer over both. The heads were fitted on all the "
             "labelled data (nothing held out: the cross-validation below is the estimate) by logistic "
             f"regression with class weights balanced and raised to {train.get('class_weight_power', 1)}"
