@@ -74,3 +74,32 @@ def test_a_plan_needs_a_window(bad):
 
     with pytest.raises(ConfigError):
         ListeningPlan(bad, 0.5)
+
+
+def test_choose_l2_scores_only_the_scored_examples():
+    """With ``scored``, the L2 is chosen (and the temperature fitted) on those examples alone:
+    here a larger L2 is right on the scored half and wrong on the rest."""
+    from training.window_head import choose_l2
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+    groups = [str(i % 25) for i in range(200)]
+    scored = np.arange(200) < 100
+
+    def fit_predict(train, test, l2):
+        right = np.eye(3)[labels[test]] * 3.0
+        wrong = np.eye(3)[(labels[test] + 1) % 3] * 3.0
+        good = scored[test] == (l2 > 0.5)  # l2 1.0 answers the scored songs right, 0.1 the others
+        return np.where(good[:, None], right, wrong)
+
+    best_all, _, _, errors_all = choose_l2(labels, groups, l2_grid=[0.1, 1.0], folds=4, seed=0, fit_predict=fit_predict)
+    best, temperature, oof, errors = choose_l2(labels, groups, l2_grid=[0.1, 1.0], folds=4, seed=0,
+                                               fit_predict=fit_predict, scored=scored)
+    assert errors_all == {"0.1": 0.5, "1": 0.5} and best_all == 1.0  # a tie goes to the larger penalty
+    assert errors == {"0.1": 1.0, "1": 0.0} and best == 1.0 and oof.shape == (200, 3)
+    best_rest, *_ = choose_l2(labels, groups, l2_grid=[0.1, 1.0], folds=4, seed=0, fit_predict=fit_predict,
+                              scored=~scored)
+    assert best_rest == 0.1
+    with pytest.raises(ValueError, match="scored"):
+        choose_l2(labels, groups, l2_grid=[0.1], folds=4, seed=0, fit_predict=fit_predict,
+                  scored=np.zeros(200, dtype=bool))

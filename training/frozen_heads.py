@@ -151,7 +151,8 @@ def fit_lyrics_head(x: torch.Tensor, labels: np.ndarray, groups: np.ndarray, *, 
     domain gets a 0/1 column, so the head learns how the genres of excerpts or of another
     corpus lean apart from the words; the columns are dropped after the fit (the returned
     weight has x's width): inference reads the lyrics of no domain. Their weights are in
-    ``"domains"``."""
+    ``"domains"``. The L2 and the temperature are then chosen on the songs of no domain
+    (when there are any), what inference reads."""
     names = sorted({d for d in domains if d}) if domains is not None else []
     width = x.shape[1]
     if names:
@@ -168,8 +169,10 @@ def fit_lyrics_head(x: torch.Tensor, labels: np.ndarray, groups: np.ndarray, *, 
         weight, bias = fit(train, l2)
         return _logits(_take_rows(x, test), weight, bias).double().numpy()
 
+    plain = np.array([not d for d in domains]) if names else None
     best, temperature, oof, errors = choose_l2(labels, groups, l2_grid=l2_grid, folds=folds, seed=seed,
-                                               fit_predict=fit_predict)
+                                               fit_predict=fit_predict,
+                                               scored=plain if plain is not None and plain.any() else None)
     weight, bias = fit(slice(None), best)
     offsets = {name: [round(float(v), 4) for v in weight[:, width + j]] for j, name in enumerate(names)}
     weight = weight[:, :width].contiguous()

@@ -89,7 +89,8 @@ FitPredict = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
 
 
 def choose_l2(labels: np.ndarray, groups: Sequence[str], *, l2_grid: Sequence[float], folds: int, seed: int,
-              fit_predict: FitPredict) -> tuple[float, float, np.ndarray, dict[str, float]]:
+              fit_predict: FitPredict, scored: np.ndarray | None = None
+              ) -> tuple[float, float, np.ndarray, dict[str, float]]:
     """L2 and temperature of a head by an inner cross-validation grouped by ``groups``.
 
     Every L2 of the grid is fitted on each inner fold's training part and scored on its
@@ -97,10 +98,15 @@ def choose_l2(labels: np.ndarray, groups: Sequence[str], *, l2_grid: Sequence[fl
     within a few examples' worth of noise, go to the larger penalty), and the
     temperature is fitted on its out-of-fold logits. An example's logits may have
     several rows (the window counts of an audio clip), each scored against its label.
+    ``scored`` [shape=(len(labels),)] bool: only these examples' errors choose the L2 and
+    fit the temperature (all take part in the fits; None: all scored).
     Returns (L2, temperature, its out-of-fold logits [shape=(len(labels), ..., genres)],
     error rate of each L2 keyed ``f"{l2:g}"``).
     """
     labels = np.asarray(labels, dtype=np.int64)
+    scored = np.ones(len(labels), dtype=bool) if scored is None else np.asarray(scored, dtype=bool)
+    if not scored.any():
+        raise ValueError("choose_l2 needs at least one scored example")
     parts = _inner_folds(labels, np.asarray(groups), folds=folds, seed=seed)
     everything = np.arange(len(labels))
     oof: dict[float, np.ndarray] = {}
@@ -113,11 +119,11 @@ def choose_l2(labels: np.ndarray, groups: Sequence[str], *, l2_grid: Sequence[fl
                 out = np.zeros((len(labels), *logits.shape[1:]))
             out[test] = logits
         oof[l2] = out
-        flat = out.reshape(-1, out.shape[-1])
-        errors[f"{l2:g}"] = float((flat.argmax(1) != np.repeat(labels, len(flat) // len(labels))).mean())
+        flat = out[scored].reshape(-1, out.shape[-1])
+        errors[f"{l2:g}"] = float((flat.argmax(1) != np.repeat(labels[scored], len(flat) // len(labels[scored]))).mean())
     best = min(sorted(l2_grid, reverse=True), key=lambda c: round(errors[f"{c:g}"], 3))
-    flat = oof[best].reshape(-1, oof[best].shape[-1])
-    flat_labels = np.repeat(labels, len(flat) // len(labels))
+    flat = oof[best][scored].reshape(-1, oof[best].shape[-1])
+    flat_labels = np.repeat(labels[scored], len(flat) // len(labels[scored]))
     temperature = fit_temperature(flat, np.arange(len(flat)), flat_labels)
     return best, temperature, oof[best], errors
 
