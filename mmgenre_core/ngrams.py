@@ -73,7 +73,9 @@ def _keys(grams: Iterable[str], block: int) -> tuple[np.ndarray, np.ndarray]:
     counts = Counter(grams)
     if not counts:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    keys = np.fromiter((zlib.crc32(g.encode("utf-8")) for g in counts), dtype=np.int64, count=len(counts))
+    # surrogatepass: a lone surrogate (tags decoded with surrogateescape) still has bytes.
+    keys = np.fromiter((zlib.crc32(g.encode("utf-8", "surrogatepass")) for g in counts), dtype=np.int64,
+                       count=len(counts))
     return keys + block * BLOCK_SPAN, np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
 
 

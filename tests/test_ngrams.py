@@ -66,6 +66,10 @@ def test_ngram_counts_keys_and_counts():
     expected.update({zlib.crc32(g.encode()) + CHAR_BLOCK * BLOCK_SPAN: c for g, c in Counter(char_ngrams(lowered)).items()})
     assert dict(zip(keys.tolist(), counts.tolist())) == dict(expected)
     assert expected[zlib.crc32(b"lovin") + BLOCK_SPAN] == 2 and expected[zlib.crc32(b"n' ") + 2 * BLOCK_SPAN] == 2
+    # Lone surrogates (tags decoded with surrogateescape) and NULs are n-grams like any other.
+    for odd in ("abc \ud800def ghi", "x\udcff\udcfe yy", "\x00\x00 zz"):
+        k, c = ngram_counts(odd)
+        assert len(k) and c.min() >= 1
     for empty in (None, "", "[Intro]\n\n"):
         k, c = ngram_counts(empty)
         assert k.shape == c.shape == (0,)
