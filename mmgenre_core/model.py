@@ -558,14 +558,108 @@ class GenreModel(nn.Module):
         fused = torch.cat([p.to(dtype) for p in parts], dim=-1)
         return self.classifier(self.dropout(fused))
 
-    def _lyrics_logits(self, batch: "FusedBatch", documents: torch.Tensor, both: torch.Tensor | None) -> torch.Tensor:
-        """The lyrics columns' share of every row's logits [shape=(batch.size, n_genres)]: each
-        document's [shape=(n_docs, lyrics_dim)] once, given to the rows that read it, the
-        "absent" vector's to the rest; rows with both inputs scaled by the fusion rule."""
+    def _audio_vectors(self, batch: "FusedBatch") -> torch.Tensor | None:
+        """Each row's audio vector [shape=(batch.size, audio_vector_dim)] (None: no audio branch)."""
+        if not self.config.use_audio:
+            return None
+        audio_vec = self.absent_audio(batch.size)
+        if batch.audio_pos.numel():
+            enc = batch.audio_features if batch.audio_features is not None else self.encode_audio(batch.mel)
+            audio_vec = audio_vec.index_copy(0, batch.audio_pos, enc.to(audio_vec.dtype))
+        return audio_vec
+
+    def _lyrics_inputs(self, batch: "FusedBatch") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """ids, mask, which documents are present, and which rows have both inputs (None when
+        the fusion rule does not apply), of a batch with lyrics rows."""
+        ids = batch.ids
+        mask = batch.lyrics_mask if batch.lyrics_mask is not None else ids != PAD_ID
+        present = batch.lyrics_present if batch.lyrics_present is not None else \
+            torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
+        both = None
+        fused = self.lyrics_scale_with_audio != 1.0 or self.lyrics_offset_with_audio is not None
+        if fused and self.config.use_audio and batch.audio_pos.numel():
+            both = self._rows_with_both(batch, present & mask.flatten(1).any(dim=1))
+        return ids, mask, present, both
+
+    def _row_vectors(self, batch: "FusedBatch") -> tuple[torch.Tensor | None, torch.Tensor | None,
+                                                          torch.Tensor | None, HANOutput | None]:
+        """Training's pass: every row's audio and lyrics vectors (the head's input; gradients flow
+        through them), which rows have both, and the HAN's output."""
+        audio_vec = self._audio_vectors(batch)
+        lyrics_vec = both = han = None
+        if self.config.use_lyrics:
+            lyrics_vec = self.absent_lyrics(batch.size)
+            if batch.lyrics_pos.numel():
+                ids, mask, present, both = self._lyrics_inputs(batch)
+                han = self.encode_lyrics(ids, mask, present, batch.lyrics_texts)
+                docs = han.vector if batch.lyrics_doc is None else han.vector[batch.lyrics_doc]
+                lyrics_vec = lyrics_vec.index_copy(0, batch.lyrics_pos, docs.to(lyrics_vec.dtype))
+                if both is not None:
+                    lyrics_vec = torch.where(both.unsqueeze(-1), lyrics_vec * self.lyrics_scale_with_audio, lyrics_vec)
+        return audio_vec, lyrics_vec, both, han
+
+    def head_inputs(self, batch: "FusedBatch") -> torch.Tensor:
+        """What the head reads for each row [shape=(batch.size, head inputs)], built as training
+        builds it (a linear probe fits the head on these)."""
+        audio_vec, lyrics_vec, _, _ = self._row_vectors(batch)
+        parts = [v for v in (audio_vec, lyrics_vec) if v is not None]
+        return torch.cat([p.to(parts[0].dtype) for p in parts], dim=-1)
+
+    def _row_logits(self, batch: "FusedBatch") -> tuple[torch.Tensor, torch.Tensor | None, HANOutput | None]:
+        """Evaluation's and inference's pass: logits [shape=(batch.size, n_genres)] with each lyrics
+        document's share computed once and added to the rows that read it (a bag-wide vector,
+        up to ~500,000 columns, per row cost more than the model), which rows have both, the HAN's output."""
+        audio_vec = self._audio_vectors(batch)
+        weight, bias = self.classifier.weight, self.classifier.bias
+        audio_columns = self.config.audio_vector_dim if self.config.use_audio else 0
+        logits = (nn.functional.linear(self.dropout(audio_vec), weight[:, :audio_columns], bias)
+                  if audio_vec is not None else bias.expand(batch.size, -1))
+        both = han = per_doc = None
+        if self.config.use_lyrics:
+            if batch.lyrics_pos.numel():
+                ids, mask, present, both = self._lyrics_inputs(batch)
+                han, per_doc = self._document_logits(ids, mask, present, batch.lyrics_texts)
+            logits = logits + self._lyrics_logits(batch, per_doc, both).to(logits.dtype)
+        return logits, both, han
+
+    def _document_logits(self, ids: torch.Tensor, mask: torch.Tensor, present: torch.Tensor,
+                         texts: Sequence[str | None] | None) -> tuple[HANOutput, torch.Tensor]:
+        """The HAN's output and each document's lyrics logits (the lyrics columns of the head,
+        no bias) [shape=(n_docs, n_genres)], without building the bag's dense vector: a bag that
+        reads the text is multiplied as sparse rows."""
         weight = self.classifier.weight[:, self.classifier.weight.shape[1] - self.config.lyrics_dim:]
-        per_doc = nn.functional.linear(documents.to(weight.dtype), weight)  # (n_docs, n_genres)
-        absent = nn.functional.linear(self.absent_lyrics(1).to(weight.dtype), weight)  # (1, n_genres)
-        rows = absent.expand(batch.size, -1).index_copy(0, batch.lyrics_pos, per_doc[batch.lyrics_doc].to(absent.dtype))
+        han_dim = 2 * self.config.line_hidden
+        out = self.han(ids, mask)
+        real = present & mask.flatten(1).any(dim=1)
+        out.vector = torch.where(real.unsqueeze(-1), out.vector, self.no_lyrics.to(out.vector.dtype))
+        logits = nn.functional.linear(out.vector.to(weight.dtype), weight[:, :han_dim])
+        if self.bow is not None and self.bow.reads_text:
+            if texts is None or len(texts) != ids.shape[0]:
+                raise ValueError("this model's bag reads the lyrics text: give one text per document")
+            from .ngrams import ngram_counts
+
+            empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+            rows = self.bow.text_rows([ngram_counts(t) if t and r else empty for t, r in zip(texts, real.tolist())])
+            bag = torch.sparse.mm(rows.to(weight.device), weight[:, han_dim:].float().T)
+            logits = logits + bag.to(logits.dtype)
+        elif self.bow is not None:
+            bag = self.bow(ids, mask & real[:, None, None])
+            logits = logits + nn.functional.linear(bag.to(weight.dtype), weight[:, han_dim:])
+        return out, logits
+
+    def _lyrics_logits(self, batch: "FusedBatch", per_doc: torch.Tensor | None, both: torch.Tensor | None
+                       ) -> torch.Tensor:
+        """The lyrics columns' share of every row's logits [shape=(batch.size, n_genres)]: each
+        document's (``per_doc`` [shape=(n_docs, n_genres)]) given to the rows that read it
+        (``lyrics_doc``; None: the i-th reading row the i-th document), the "absent" vector's to
+        the rest (its bag part is empty); rows with both inputs scaled by the fusion rule."""
+        weight = self.classifier.weight[:, self.classifier.weight.shape[1] - self.config.lyrics_dim:]
+        absent = nn.functional.linear(self.no_lyrics.unsqueeze(0).to(weight.dtype),
+                                      weight[:, :2 * self.config.line_hidden])  # (1, n_genres)
+        rows = absent.expand(batch.size, -1)
+        if per_doc is not None and batch.lyrics_pos.numel():
+            docs = per_doc if batch.lyrics_doc is None else per_doc[batch.lyrics_doc]
+            rows = rows.index_copy(0, batch.lyrics_pos, docs.to(absent.dtype))
         if both is not None:
             rows = torch.where(both.unsqueeze(-1), rows * self.lyrics_scale_with_audio, rows)
         return rows
@@ -588,42 +682,13 @@ class GenreModel(nn.Module):
         on the rows that have its input. With ``return_attention`` a :class:`ModelOutput`
         carries the HAN's attention of each lyrics document.
         """
-        audio_vec = lyrics_vec = both = lyrics_logits = None
-        word_att = line_att = None
-        if self.config.use_audio:
-            audio_vec = self.absent_audio(batch.size)
-            if batch.audio_pos.numel():
-                enc = batch.audio_features if batch.audio_features is not None else self.encode_audio(batch.mel)
-                audio_vec = audio_vec.index_copy(0, batch.audio_pos, enc.to(audio_vec.dtype))
-        if self.config.use_lyrics:
-            lyrics_vec = self.absent_lyrics(batch.size)
-            if batch.lyrics_pos.numel():
-                ids = batch.ids
-                mask = batch.lyrics_mask if batch.lyrics_mask is not None else ids != PAD_ID
-                present = batch.lyrics_present if batch.lyrics_present is not None else \
-                    torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
-                han = self.encode_lyrics(ids, mask, present, batch.lyrics_texts)
-                fused = self.lyrics_scale_with_audio != 1.0 or self.lyrics_offset_with_audio is not None
-                if fused and self.config.use_audio and batch.audio_pos.numel():
-                    both = self._rows_with_both(batch, present & mask.flatten(1).any(dim=1))
-                if batch.lyrics_doc is not None and not self.training:
-                    # The windows of a track share its document: its lyrics logits once per
-                    # document, not a copy of its (bag-wide) vector for every window.
-                    lyrics_logits = self._lyrics_logits(batch, han.vector, both)
-                else:
-                    docs = han.vector if batch.lyrics_doc is None else han.vector[batch.lyrics_doc]
-                    lyrics_vec = lyrics_vec.index_copy(0, batch.lyrics_pos, docs.to(lyrics_vec.dtype))
-                    if both is not None:
-                        lyrics_vec = torch.where(both.unsqueeze(-1), lyrics_vec * self.lyrics_scale_with_audio,
-                                                 lyrics_vec)
-                word_att, line_att = han.word_attention, han.line_attention
-        if lyrics_logits is not None:
-            audio_columns = self.config.audio_vector_dim if self.config.use_audio else 0
-            weight, bias = self.classifier.weight, self.classifier.bias
-            logits = lyrics_logits + (nn.functional.linear(self.dropout(audio_vec), weight[:, :audio_columns], bias)
-                                      if audio_vec is not None else bias)
-        else:
+        if self.training:
+            audio_vec, lyrics_vec, both, han = self._row_vectors(batch)
             logits = self.classify(audio_vec, lyrics_vec)
+        else:
+            logits, both, han = self._row_logits(batch)
+        word_att = han.word_attention if han is not None else None
+        line_att = han.line_attention if han is not None else None
         if both is not None and self.lyrics_offset_with_audio is not None:
             logits = logits + both.unsqueeze(-1) * self.lyrics_offset_with_audio.to(logits)
         if return_attention:

@@ -173,6 +173,10 @@ def test_a_model_with_a_text_bag_reads_the_text_and_round_trips(tmp_path, data_d
         vec = model.encode_lyrics(ids, mask, has, batch_texts).vector
         with pytest.raises(ValueError, match="one text per document"):
             model(FusedBatch.full(ids=ids, lyrics_mask=mask))
+    # Inference multiplies the bag as sparse rows, once per document: the same logits as the
+    # head over the dense row vectors training builds.
+    with torch.inference_mode():
+        assert torch.allclose(logits, model.classifier(model.head_inputs(inputs)), atol=1e-5)
     assert torch.allclose(vec[0, 2 * mc.line_hidden:], bag.read_texts([texts[0]])[0])
     assert not vec[1, 2 * mc.line_hidden:].any()  # no lyrics: an empty bag
     path = save_checkpoint(tmp_path / "m.pt", Checkpoint(model_config=mc, audio_config=AudioConfig(), text_config=tc,

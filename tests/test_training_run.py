@@ -388,6 +388,15 @@ def test_fused_forward_runs_each_branch_only_on_its_rows():
         copies = FusedBatch(2 * b.size, rows, mel=b.mel.repeat_interleave(2, dim=0), lyrics_pos=read,
                             ids=b.ids[read // 2])
         torch.testing.assert_close(model(shared), model(copies))
+        # ...and both equal the head over training's dense row vectors (GenreModel.head_inputs),
+        # the fusion offset added to the rows with both.
+        dense = model.classifier(model.head_inputs(copies))
+        offset = torch.zeros(2 * b.size, 1)
+        offset[read] = 1.0
+        torch.testing.assert_close(model(copies), dense + offset * model.lyrics_offset_with_audio)
+    model.lyrics_scale_with_audio, model.lyrics_offset_with_audio = 1.0, None
+    with torch.no_grad():
+        torch.testing.assert_close(model(b.fused()), model.classifier(model.head_inputs(b.fused())))
 
 
 def test_batchnorm_recalibration_matches_eval_statistics():

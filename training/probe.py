@@ -38,16 +38,13 @@ def head_inputs(model: torch.nn.Module, table: Table, specs: Sequence[BatchSpec]
                 device: torch.device) -> torch.Tensor:
     """What the head sees for each row of ``specs``, in eval mode: [shape=(rows, head_in)]."""
     captured: list[torch.Tensor] = []
-    hook = model.classifier.register_forward_pre_hook(
-        lambda _module, args: captured.append(args[0].detach().float().cpu()))
     was_training = model.training
     model.eval()
     try:
         for batch in iterate_batches(table, specs, crop_frames):
             batch = batch.to(device)
-            model(batch.fused())
+            captured.append(model.head_inputs(batch.fused()).detach().float().cpu())
     finally:
-        hook.remove()
         model.train(was_training)
     width = model.classifier.in_features
     return torch.cat(captured) if captured else torch.zeros((0, width))
