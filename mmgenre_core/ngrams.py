@@ -40,7 +40,6 @@ BLOCK_SPAN = 1 << 32
 CHAR_SIZES = (2, 3, 4, 5)
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
-_WHITE_SPACES = re.compile(r"\s\s+")
 
 
 def bag_text(text: str | None) -> str:
@@ -59,13 +58,15 @@ def char_ngrams(text: str) -> list[str]:
     """The character 2- to 5-grams of an already lower-cased ``text``, as sklearn's
     ``analyzer="char_wb"`` lists them (a word shorter than n gives its padded self once)."""
     out: list[str] = []
-    for word in _WHITE_SPACES.sub(" ", text).split():
-        out.extend(_word_char_ngrams(word))
+    for word in text.split():  # split() already treats any run of whitespace as one break
+        out.extend(word_char_ngrams(word))
     return out
 
 
-def _word_char_ngrams(word: str) -> list[str]:
-    """The ``char_wb`` n-grams of one whitespace-separated token."""
+def word_char_ngrams(word: str) -> list[str]:
+    """The ``char_wb`` 2- to 5-grams of one whitespace-separated token, padded with a space on
+    both sides (a padded token no longer than n counts once as a whole, for all n from there up).
+    The vocabulary bag (training/build.py) and the text bag both count these."""
     padded = f" {word} "
     size = len(padded)
     out: list[str] = []
@@ -81,7 +82,7 @@ def _word_char_ngrams(word: str) -> list[str]:
 def _token_char_keys(word: str) -> tuple[np.ndarray, np.ndarray]:
     """(keys, counts) of one token's character n-grams, cached: a song repeats its words, and
     songs share most of theirs (a song's n-grams in about a fifth of the time)."""
-    keys, counts = _keys(_word_char_ngrams(word), CHAR_BLOCK)
+    keys, counts = _keys(word_char_ngrams(word), CHAR_BLOCK)
     keys.flags.writeable = counts.flags.writeable = False
     return keys, counts
 
@@ -112,4 +113,5 @@ def ngram_counts(text: str | None) -> tuple[np.ndarray, np.ndarray]:
     return keys, np.bincount(inverse, weights=counts, minlength=len(keys)).astype(np.int64)
 
 
-__all__ = ["BLOCK_SPAN", "CHAR_BLOCK", "WORD_BLOCK", "bag_text", "char_ngrams", "ngram_counts", "word_ngrams"]
+__all__ = ["BLOCK_SPAN", "CHAR_BLOCK", "WORD_BLOCK", "bag_text", "char_ngrams", "ngram_counts", "word_char_ngrams",
+           "word_ngrams"]

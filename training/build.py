@@ -14,6 +14,7 @@ import torch
 
 from mmgenre_core.errors import ConfigError
 from mmgenre_core.model import BagOfWords, GenreModel
+from mmgenre_core.ngrams import word_char_ngrams
 from mmgenre_core.text import PAD_ID, UNK_ID, Vocabulary
 
 from training.config import OptimConfig, TrainConfig, model_config_for, resolve_path
@@ -193,20 +194,6 @@ def choose_bigrams(ids: torch.Tensor, *, vocab_size: int, max_count: int, min_df
     pairs, df = pairs[df >= min_df], df[df >= min_df]
     top = torch.sort(-df, stable=True).indices[:max_count]  # most documents first, ties by key
     return torch.sort(pairs[top]).values
-
-
-def word_char_ngrams(word: str, *, low: int = 2, high: int = 5) -> list[str]:
-    """The character n-grams (``low`` to ``high``) of one word padded with a space on both
-    sides, as sklearn's ``char_wb`` analyser takes them (a padded word no longer than n counts
-    once as a whole, for all n from there up)."""
-    padded = f" {word} "
-    out = []
-    for n in range(low, high + 1):
-        if len(padded) <= n:  # the whole padded word, once for all larger n
-            out.append(padded)
-            break
-        out.extend(padded[i:i + n] for i in range(len(padded) - n + 1))
-    return out
 
 
 def choose_char_ngrams(ids: torch.Tensor, vocab: Vocabulary, *, max_count: int, min_df: int = 2
