@@ -427,13 +427,17 @@ class BagOfWords(nn.Module):
         values = values / norms.sqrt().clamp(min=1e-12)[index[0], block] * 0.5 ** 0.5
         return torch.sparse_coo_tensor(index, values, counts.shape, is_coalesced=True, check_invariants=False)
 
+    def text_bags(self, texts: Sequence[str | None]) -> torch.Tensor:
+        """The bag of each text (None or no words: all zeros), sparse COO [shape=(len(texts),
+        columns)] on the CPU."""
+        from .ngrams import ngram_counts
+
+        return self.text_rows([ngram_counts(t) for t in texts])
+
     def read_texts(self, texts: Sequence[str | None]) -> torch.Tensor:
         """The bag of each text (None or no words: all zeros), dense [shape=(len(texts), columns)]
         on the bag's device."""
-        from .ngrams import ngram_counts
-
-        grams = [ngram_counts(t) if t else (np.zeros(0, np.int64), np.zeros(0, np.int64)) for t in texts]
-        return self.text_rows(grams).to_dense().to(self.idf.device)
+        return self.text_bags(texts).to_dense().to(self.idf.device)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.reads_text:
@@ -496,20 +500,29 @@ class GenreModel(nn.Module):
         """The learned "no audio" vector, [shape=(batch, audio_vector_dim)]."""
         return self.no_audio.unsqueeze(0).expand(batch, -1)
 
+    def _han_and_bag(self, ids: torch.Tensor, mask: torch.Tensor, has_lyrics: torch.Tensor,
+                     texts: Sequence[str | None] | None) -> tuple[HANOutput, torch.Tensor | None]:
+        """The HAN's output (the "no lyrics" vector for documents without words) and each
+        document's bag (all zeros without lyrics; None: no bag): sparse COO rows on the CPU for a
+        bag that reads the text, dense [shape=(batch, bag columns)] for the id bag."""
+        out = self.han(ids, mask)
+        present = has_lyrics & mask.flatten(1).any(dim=1)
+        out.vector = torch.where(present.unsqueeze(-1), out.vector, self.no_lyrics.to(out.vector.dtype))
+        if self.bow is None:
+            return out, None
+        if not self.bow.reads_text:
+            return out, self.bow(ids, mask & present[:, None, None])
+        if texts is None or len(texts) != ids.shape[0]:
+            raise ValueError("this model's bag reads the lyrics text: give one text per document")
+        return out, self.bow.text_bags([t if p else None for t, p in zip(texts, present.tolist())])
+
     def encode_lyrics(self, ids: torch.Tensor, mask: torch.Tensor, has_lyrics: torch.Tensor,
                       texts: Sequence[str | None] | None = None) -> HANOutput:
         """ids/mask [shape=(batch, lines, words)], has_lyrics [shape=(batch,)] -> vector [batch, lyrics_dim].
         ``texts`` (one per document) are what a bag that reads the text reads."""
-        out = self.han(ids, mask)
-        present = has_lyrics & mask.flatten(1).any(dim=1)
-        out.vector = torch.where(present.unsqueeze(-1), out.vector, self.no_lyrics.to(out.vector.dtype))
-        if self.bow is not None and self.bow.reads_text:
-            if texts is None or len(texts) != ids.shape[0]:
-                raise ValueError("this model's bag reads the lyrics text: give one text per document")
-            kept = [t if p else None for t, p in zip(texts, present.tolist())]  # all zeros without lyrics
-            out.vector = torch.cat([out.vector, self.bow.read_texts(kept).to(out.vector.dtype)], dim=-1)
-        elif self.bow is not None:
-            bag = self.bow(ids, mask & present[:, None, None])  # all zeros without lyrics
+        out, bag = self._han_and_bag(ids, mask, has_lyrics, texts)
+        if bag is not None:
+            bag = bag.to_dense().to(out.vector.device) if bag.is_sparse else bag
             out.vector = torch.cat([out.vector, bag.to(out.vector.dtype)], dim=-1)
         return out
 
@@ -629,21 +642,11 @@ class GenreModel(nn.Module):
         reads the text is multiplied as sparse rows."""
         weight = self.classifier.weight[:, self.classifier.weight.shape[1] - self.config.lyrics_dim:]
         han_dim = 2 * self.config.line_hidden
-        out = self.han(ids, mask)
-        real = present & mask.flatten(1).any(dim=1)
-        out.vector = torch.where(real.unsqueeze(-1), out.vector, self.no_lyrics.to(out.vector.dtype))
+        out, bag = self._han_and_bag(ids, mask, present, texts)
         logits = nn.functional.linear(out.vector.to(weight.dtype), weight[:, :han_dim])
-        if self.bow is not None and self.bow.reads_text:
-            if texts is None or len(texts) != ids.shape[0]:
-                raise ValueError("this model's bag reads the lyrics text: give one text per document")
-            from .ngrams import ngram_counts
-
-            empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-            rows = self.bow.text_rows([ngram_counts(t) if t and r else empty for t, r in zip(texts, real.tolist())])
-            bag = torch.sparse.mm(rows.to(weight.device), weight[:, han_dim:].float().T)
-            logits = logits + bag.to(logits.dtype)
-        elif self.bow is not None:
-            bag = self.bow(ids, mask & real[:, None, None])
+        if bag is not None and bag.is_sparse:
+            logits = logits + torch.sparse.mm(bag.to(weight.device), weight[:, han_dim:].float().T).to(logits.dtype)
+        elif bag is not None:
             logits = logits + nn.functional.linear(bag.to(weight.dtype), weight[:, han_dim:])
         return out, logits
 

@@ -84,9 +84,7 @@ def clip_window_features(model: torch.nn.Module, paths: list[str], *, audio_conf
 def _bag_rows(model: torch.nn.Module, table: Any, indices: np.ndarray) -> torch.Tensor:
     """The TF-IDF bag of each lyrics example, sparse COO [shape=(len(indices), bag columns)]."""
     if model.bow.reads_text:
-        from mmgenre_core.ngrams import ngram_counts
-
-        return model.bow.text_rows([ngram_counts(t) for t in table.texts_of(table.lyr_row[indices])])
+        return model.bow.text_bags(table.texts_of(table.lyr_row[indices]))
     ids = torch.from_numpy(np.asarray(table.lyrics_ids[table.lyr_row[indices]], dtype=np.int64))
     return sparse_bags(model.bow, ids)
 
@@ -95,9 +93,7 @@ def bags_of_texts(bow: torch.nn.Module, texts: list[str], *, vocab: Any, text_co
     """``bow`` of each lyrics text, sparse COO [shape=(len(texts), bag columns)]: from the text
     itself for a bag that reads it, else from the HAN's id grid (``vocab``, ``text_config``)."""
     if bow.reads_text:
-        from mmgenre_core.ngrams import ngram_counts
-
-        return bow.text_rows([ngram_counts(t) for t in texts])
+        return bow.text_bags(texts)
     from mmgenre_core.text import encode_batch
 
     ids, _, _ = encode_batch(texts, vocab=vocab, config=text_config)
