@@ -86,24 +86,23 @@ def build_model(cfg: TrainConfig, data: TrainData) -> GenreModel:
     embed_dim = (int(data.embedding.shape[1]) if data.embedding is not None
                  else int(cfg.model.get("embed_dim", cfg.vectors.dim)))
     vocab_size = len(data.vocab) if data.vocab else 2
-    train_ids = None
-    if use_lyrics:
-        rows = table.lyr_row[table.indices("train")]
-        train_ids = torch.from_numpy(np.asarray(table.lyrics_ids[rows[rows >= 0]], dtype=np.int64))
     bag = None
-    text_words, text_chars = int(cfg.model.get("bag_text_words", 0)), int(cfg.model.get("bag_text_chars", 0))
-    if train_ids is not None and cfg.model.get("lyrics_bow") and text_words + text_chars:
+    if use_lyrics and cfg.model.get("lyrics_bow"):
         rows = table.lyr_row[table.indices("train")]
-        bag = fit_text_bag(table.texts_of(rows[rows >= 0]), vocab_size=vocab_size, max_words=text_words,
-                           max_chars=text_chars)
-    elif train_ids is not None and cfg.model.get("lyrics_bow"):
-        bag = fit_bag(train_ids, data.vocab, bigrams=int(cfg.model.get("bag_bigrams", 0)),
-                      char_ngrams=int(cfg.model.get("bag_char_ngrams", 0)))
+        rows = rows[rows >= 0]
+        text_words, text_chars = int(cfg.model.get("bag_text_words", 0)), int(cfg.model.get("bag_text_chars", 0))
+        if text_words + text_chars:  # the bag reads the text; the id grid is not needed
+            bag = fit_text_bag(table.texts_of(rows), vocab_size=vocab_size, max_words=text_words,
+                               max_chars=text_chars)
+        else:
+            bag = fit_bag(torch.from_numpy(np.asarray(table.lyrics_ids[rows], dtype=np.int64)), data.vocab,
+                          bigrams=int(cfg.model.get("bag_bigrams", 0)),
+                          char_ngrams=int(cfg.model.get("bag_char_ngrams", 0)))
     mc = model_config_for(cfg, n_genres=len(table.genres), vocab_size=vocab_size, embed_dim=embed_dim,
                           use_audio=use_audio, use_lyrics=use_lyrics,
-                          bag_bigrams=bag.bigram_keys.numel() if bag and not bag.reads_text else 0,
+                          bag_bigrams=bag.bigram_keys.numel() if bag else 0,
                           bag_char_ngrams=bag.char_ngrams if bag else 0,
-                          bag_char_entries=bag.char_word.numel() if bag and not bag.reads_text else 0,
+                          bag_char_entries=bag.char_word.numel() if bag else 0,
                           bag_text_words=bag.text_words if bag else 0, bag_text_chars=bag.text_chars if bag else 0)
     torch.manual_seed(cfg.seed)
     model = GenreModel(mc, cfg.audio_config())
