@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         def with_source(x_tr, x_te):
             return sp.hstack([x_tr, indicators(train)]).tocsr(), sp.hstack([x_te, indicators(test)]).tocsr()
 
+        @functools.cache
+        def two_blocks():  # words and char_wb with the source columns, for the SVM and the LR alike
+            return with_source(b_tr, b_te)
+
         def vocabulary_chars():
             kept = {w for w, _ in Counter(w for t in tr_texts for w in _WORD.findall(t.lower()))
                     .most_common(VOCABULARY_WORDS)}
@@ -135,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             "tfidf": lambda: lr(w_tr, w_te),
             "word+char lr": lambda: lr(b_tr, b_te),
             "word+char svm": lambda: svm(b_tr, b_te),
-            "word+char svm + source": lambda: svm(*with_source(b_tr, b_te)),
+            "word+char svm + source": lambda: svm(*two_blocks()),
             "word+char svm, artist-weighted": lambda: svm(b_tr, b_te, artist_weight),
             "word+char svm, vocabulary chars": lambda: svm(*vocabulary_chars()),
-            "word+char lr + source": lambda: lr(*with_source(b_tr, b_te)),
+            "word+char lr + source": lambda: lr(*two_blocks()),
             "word+char lr+svm + source": lambda: out["word+char lr + source"]() + out["word+char svm + source"](),
             "word+char+span svm + source": lambda: svm(*three_blocks()),
             "word+char+span lr + source": lambda: lr(*three_blocks()),
