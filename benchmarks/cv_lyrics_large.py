@@ -97,11 +97,12 @@ def tfidf_probs(train_texts, y_train, test_texts) -> np.ndarray:
 
 
 def bag_probs(ids_train, y_train, groups_train, ids_test, vocab, cfg, n_classes, *, grams=None,
-              domains_train=None) -> np.ndarray:
+              shapes=None, domains_train=None) -> np.ndarray:
     """The shipped lyrics head: the model's BagOfWords (words, the config's most frequent
     word pairs and character n-grams, as training/build.py sets it; or, with
     ``model.bag_text_words``, the n-grams of the text, ``grams`` = each song's (keys, counts)
-    for the train and the test songs) and fit_lyrics_head, calibrated; the training songs'
+    for the train and the test songs, and with ``model.bag_text_shape`` ``shapes`` = their
+    text shapes, train then test) and fit_lyrics_head, calibrated; the training songs'
     domains (the lyrics sources' ``domain``/``domain_field``) as training reads them."""
     import torch
 
@@ -111,9 +112,10 @@ def bag_probs(ids_train, y_train, groups_train, ids_test, vocab, cfg, n_classes,
 
     if grams is not None:  # a bag that reads the text: (keys, counts) per song, train then test
         g_train, g_test = grams
+        s_train, s_test = shapes if shapes is not None else (None, None)
         bow = fit_text_bag_from_counts(g_train, vocab_size=len(vocab), max_words=int(cfg.model["bag_text_words"]),
-                                       max_chars=int(cfg.model.get("bag_text_chars", 0)))
-        x_train, x_test = bow.text_rows(g_train), bow.text_rows(g_test)
+                                       max_chars=int(cfg.model.get("bag_text_chars", 0)), shapes=s_train)
+        x_train, x_test = bow.text_rows(g_train, s_train), bow.text_rows(g_test, s_test)
     else:
         bow = fit_bag(torch.from_numpy(ids_train), vocab, bigrams=int(cfg.model.get("bag_bigrams", 0)),
                       char_ngrams=int(cfg.model.get("bag_char_ngrams", 0)))
@@ -122,7 +124,7 @@ def bag_probs(ids_train, y_train, groups_train, ids_test, vocab, cfg, n_classes,
     t = cfg.train
     head = fit_lyrics_head(x_train, y_train, groups_train, n_classes=n_classes, l2_grid=t.lyrics_l2,
                            power=t.lyrics_weight_power, folds=t.head_folds, seed=cfg.seed, max_iter=t.probe_max_iter,
-                           domains=domains_train)
+                           domains=domains_train, loss=t.lyrics_loss)
     logits = (torch.sparse.mm(x_test, head["weight"].T) + head["bias"]).double().numpy() / head["temperature"]
     return softmax(logits)
 
@@ -193,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         from mmgenre_core.ngrams import ngram_counts
 
         grams = [ngram_counts(t) for t in texts]  # once: ~5 ms a song
+    shapes = None
+    if int(cfg.model.get("bag_text_shape", 0)):
+        from mmgenre_core.text_shape import text_shape
+
+        shapes = np.array([text_shape(t) for t in texts], dtype=np.float32)
     print(f"{len(y)} songs, {len(set(groups))} artists, {len(genres)} genres; {full.sum()} full-text lyrics_large "
           f"songs are the test songs", flush=True)
 
@@ -216,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         if "bag" in methods:
             split = ([grams[i] for i in train], [grams[i] for i in test]) if grams is not None else None
             probs["bag"] = bag_probs(ids[train], y[train], groups[train], ids[test], vocab, cfg, len(genres),
-                                     grams=split, domains_train=domains[train])
+                                     grams=split, shapes=None if shapes is None else (shapes[train], shapes[test]),
+                                     domains_train=domains[train])
         for name in hans:
             vectors = glove if name == "han-glove" else train_word2vec(
                 [line for i in train for line in docs[i]], dim=100, seed=args.seed, epochs=5)

@@ -284,6 +284,8 @@ class ModelConfig:
     # the most of each to keep; in a checkpoint how many it kept.
     bag_text_words: int = bounded(0, 0, 2_000_000)
     bag_text_chars: int = bounded(0, 0, 2_000_000)
+    # And after them the text's shape numbers (mmgenre_core/text_shape.py: 0 or all 6).
+    bag_text_shape: int = bounded(0, 0, 16)
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -296,6 +298,8 @@ class ModelConfig:
         if self.bag_reads_text and (self.bag_bigrams or self.bag_char_ngrams):
             raise ConfigError("a bag that reads the text (bag_text_words, bag_text_chars) has no "
                               "vocabulary columns: set bag_bigrams and bag_char_ngrams to 0")
+        if self.bag_text_shape and not self.bag_reads_text:
+            raise ConfigError("bag_text_shape needs a bag that reads the text (bag_text_words, bag_text_chars)")
         if len(self.cnn_pool) != 2:
             raise ConfigError("cnn_pool is (freq, time)")
         if self.audio_branch not in ("paper", "musicnn"):
@@ -328,7 +332,7 @@ class ModelConfig:
         """Width of the bag of words: words, word pairs and character n-grams (of the
         vocabulary, or of the text itself)."""
         if self.bag_reads_text:
-            return self.bag_text_words + self.bag_text_chars
+            return self.bag_text_words + self.bag_text_chars + self.bag_text_shape
         return self.vocab_size + self.bag_bigrams + self.bag_char_ngrams
 
     def to_dict(self) -> dict[str, Any]:

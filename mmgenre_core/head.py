@@ -1,4 +1,5 @@
-"""A linear head over fixed features, fitted as multinomial logistic regression.
+"""A linear head over fixed features, fitted as multinomial logistic regression (or, on
+request, as one-vs-rest squared-hinge classifiers, as sklearn's ``LinearSVC``).
 
 Shared by training (the linear probe before fine-tuning, ``training/probe.py``) and
 ``beet mmgenre --learn`` (a head in the user's own genres over the backbone's cached
@@ -52,22 +53,31 @@ class Block:
     probed: bool
 
 
+#: The losses :func:`fit_head` minimises.
+LOSSES = ("cross_entropy", "squared_hinge")
+
 #: A block whose share of non-zero inputs is below this is multiplied as a sparse matrix.
 SPARSE_BELOW = 0.05
 
 
 def fit_head(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, *, blocks: Sequence[Block],
              l2: Sequence[float], n_classes: int, init: tuple[torch.Tensor, torch.Tensor] | None = None,
-             prior: torch.Tensor | None = None, max_iter: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multinomial logistic regression by L-BFGS.
+             prior: torch.Tensor | None = None, max_iter: int = 300,
+             loss: str = "cross_entropy") -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression (``loss="cross_entropy"``) by L-BFGS.
 
     x may be a sparse COO tensor (a large bag of words).
-    Minimises ``sum_i w_i CE_i / sum_i w_i + sum_b l2_b / 2 * ||W_b - P_b||^2`` over
+    Minimises ``sum_i w_i L_i / sum_i w_i + sum_b l2_b / 2 * ||W_b - P_b||^2`` over
     the given blocks' columns of x [shape=(rows, head_in)] and a bias, where ``prior``
     P [shape=(n_classes, the blocks' columns)] is what the weights shrink towards
-    (zero when None: plain L2). Returns (weight [shape=(n_classes, the blocks'
-    columns)], bias [shape=(n_classes,)]).
+    (zero when None: plain L2), L_i the cross-entropy of row i, or with
+    ``loss="squared_hinge"`` ``sum_c max(0, 1 - t_ic z_ic)^2`` (t_ic = 1 for row i's
+    class, else -1; z the logits): one-vs-rest linear SVMs, whose decision values a
+    temperature then turns into probabilities. Returns (weight [shape=(n_classes, the
+    blocks' columns)], bias [shape=(n_classes,)]).
     """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
     # Each block is multiplied only on the rows where it is not all zeros: a clip has
     # no bag of words, a lyrics-only example no audio, and skipping them makes the
     # fit several times faster on collections of separate clips and lyrics.
@@ -108,12 +118,17 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, *, blocks: Seque
             logits = logits.index_add(0, rows, xb.times(wb) if isinstance(xb, _SparseRows) else xb @ wb.T)
             shrink = wb if prior is None else wb - prior[:, lo:hi]
             penalty = penalty + 0.5 * float(c) * shrink.pow(2).sum()
-        loss = (F.cross_entropy(logits, y, reduction="none") * wn).sum() + penalty
-        loss.backward()
-        return loss
+        if loss == "squared_hinge":
+            signs = F.one_hot(y, n_classes).float() * 2 - 1
+            per_row = F.relu(1 - signs * logits).pow(2).sum(dim=1)
+        else:
+            per_row = F.cross_entropy(logits, y, reduction="none")
+        total = (per_row * wn).sum() + penalty
+        total.backward()
+        return total
 
     opt.step(closure)
     return weight.detach(), bias.detach()
 
 
-__all__ = ["Block", "fit_head"]
+__all__ = ["Block", "LOSSES", "fit_head"]

@@ -274,22 +274,32 @@ class BagOfWords(nn.Module):
     A bag with text columns (``text_words``, ``text_chars``) reads the cleaned text itself
     instead (:meth:`read_texts`; :mod:`mmgenre_core.ngrams`): word 1-2-grams and character
     2-5-grams, no vocabulary columns; its n-gram keys are set by :meth:`set_text_keys`.
+    With ``text_shape`` columns after them (:mod:`mmgenre_core.text_shape`: length, line
+    repetition, script), each text's shape numbers, standardised by :meth:`set_text_shape`.
     """
 
     def __init__(self, vocab_size: int, bigrams: int = 0, *, char_ngrams: int = 0, char_entries: int = 0,
-                 text_words: int = 0, text_chars: int = 0) -> None:
+                 text_words: int = 0, text_chars: int = 0, text_shape: int = 0) -> None:
         super().__init__()
+        from .text_shape import SHAPE_NAMES
+
         self.vocab_size = vocab_size
         self.char_ngrams = char_ngrams
-        self.text_words, self.text_chars = text_words, text_chars
+        self.text_words, self.text_chars, self.text_shape = text_words, text_chars, text_shape
         if self.reads_text and (bigrams or char_ngrams):
             raise ValueError("a bag that reads the text has no vocabulary columns")
+        if text_shape not in (0, len(SHAPE_NAMES)) or (text_shape and not self.reads_text):
+            raise ValueError(f"a bag that reads the text has 0 or {len(SHAPE_NAMES)} shape columns; "
+                             "an id bag has none")
         width = text_words + text_chars if self.reads_text else vocab_size + bigrams + char_ngrams
         self.register_buffer("idf", torch.ones(width))
         # The text columns' n-gram keys (mmgenre_core/ngrams.py), ascending: words, then
         # characters. Stored only by a bag that reads the text.
         self.register_buffer("text_keys", torch.zeros(text_words + text_chars, dtype=torch.long),
                              persistent=self.reads_text)
+        # The shape columns are (shape - shape_center) * shape_scale (stored only when there are any).
+        self.register_buffer("shape_center", torch.zeros(text_shape), persistent=text_shape > 0)
+        self.register_buffer("shape_scale", torch.ones(text_shape), persistent=text_shape > 0)
         # first id * vocab_size + second id of each pair column, ascending (stored only when
         # there are pair columns: checkpoints of unigram bags load as before).
         self.register_buffer("bigram_keys", torch.arange(bigrams, dtype=torch.long), persistent=bigrams > 0)
@@ -330,6 +340,22 @@ class BagOfWords(nn.Module):
         self.char_word.copy_(word.to(self.char_word.dtype))
         self.char_column.copy_(column.to(self.char_column.dtype))
         self.char_times.copy_(times.to(self.char_times))
+
+    @torch.no_grad()
+    def set_text_shape(self, center: torch.Tensor, scale: torch.Tensor) -> None:
+        """The shape columns' centre and scale [shape=(text_shape,)] each: a column is
+        ``(shape - center) * scale``."""
+        if center.shape != self.shape_center.shape or scale.shape != self.shape_scale.shape:
+            raise ValueError(f"the text shape needs {self.text_shape} centres and scales")
+        if not (bool(torch.isfinite(center).all()) and bool(torch.isfinite(scale).all())):
+            raise ValueError("text shape centres and scales must be finite")
+        self.shape_center.copy_(center)
+        self.shape_scale.copy_(scale)
+
+    @property
+    def width(self) -> int:
+        """How many columns a bag row has: the n-gram (or word) columns and the shape columns."""
+        return self.idf.shape[0] + self.text_shape
 
     @torch.no_grad()
     def set_idf(self, document_frequency: torch.Tensor, n_documents: int) -> None:
@@ -413,11 +439,14 @@ class BagOfWords(nn.Module):
         return torch.sparse_coo_tensor(index, values, (len(grams), self.idf.shape[0]), is_coalesced=True,
                                        check_invariants=False)
 
-    def text_rows(self, grams: Sequence[tuple[np.ndarray, np.ndarray]]) -> torch.Tensor:
+    def text_rows(self, grams: Sequence[tuple[np.ndarray, np.ndarray]],
+                  shapes: np.ndarray | None = None) -> torch.Tensor:
         """The bag of each document from its (keys, counts), sparse COO [shape=(documents,
-        columns)] on the CPU: ``(1 + log count) * idf`` (sklearn's sublinear tf), the word and
+        :attr:`width`)] on the CPU: ``(1 + log count) * idf`` (sklearn's sublinear tf), the word and
         the character columns each L2-normalised and scaled by ``1/sqrt(2)``: two sklearn
-        ``TfidfVectorizer(sublinear_tf=True)`` side by side."""
+        ``TfidfVectorizer(sublinear_tf=True)`` side by side. A bag with shape columns needs
+        each document's :func:`mmgenre_core.text_shape.text_shape` in ``shapes``
+        [shape=(documents, text_shape)]; a document without n-grams gets none of them."""
         counts = self.text_counts(grams)
         index, values = counts.indices(), counts.values()
         idf = self.idf.detach().float().cpu()
@@ -425,14 +454,30 @@ class BagOfWords(nn.Module):
         block = (index[1] >= self.text_words).long()  # 0 words, 1 characters
         norms = torch.zeros((counts.shape[0], 2)).index_put_((index[0], block), values * values, accumulate=True)
         values = values / norms.sqrt().clamp(min=1e-12)[index[0], block] * 0.5 ** 0.5
+        if self.text_shape:
+            if shapes is None or tuple(shapes.shape) != (len(grams), self.text_shape):
+                raise ValueError(f"this bag needs the {self.text_shape} shape numbers of each document")
+            # Documents with n-grams the bag knows: a text without them reads as no lyrics.
+            docs = torch.unique(index[0]) if index.shape[1] else torch.zeros(0, dtype=torch.long)
+            shape = (torch.from_numpy(np.asarray(shapes, dtype=np.float32))[docs]
+                     - self.shape_center.detach().float().cpu()) * self.shape_scale.detach().float().cpu()
+            cols = torch.arange(self.idf.shape[0], self.width)
+            index = torch.cat([index, torch.stack([docs.repeat_interleave(self.text_shape),
+                                                   cols.repeat(len(docs))])], dim=1)
+            values = torch.cat([values, shape.flatten()])
+            return torch.sparse_coo_tensor(index, values, (len(grams), self.width),
+                                           check_invariants=False).coalesce()
         return torch.sparse_coo_tensor(index, values, counts.shape, is_coalesced=True, check_invariants=False)
 
     def text_bags(self, texts: Sequence[str | None]) -> torch.Tensor:
         """The bag of each text (None or no words: all zeros), sparse COO [shape=(len(texts),
-        columns)] on the CPU."""
+        :attr:`width`)] on the CPU."""
         from .ngrams import ngram_counts
+        from .text_shape import text_shape as shape_of
 
-        return self.text_rows([ngram_counts(t) for t in texts])
+        shapes = (np.array([shape_of(t) for t in texts], dtype=np.float32).reshape(len(texts), self.text_shape)
+                  if self.text_shape else None)
+        return self.text_rows([ngram_counts(t) for t in texts], shapes)
 
     def read_texts(self, texts: Sequence[str | None]) -> torch.Tensor:
         """The bag of each text (None or no words: all zeros), dense [shape=(len(texts), columns)]
@@ -480,7 +525,8 @@ class GenreModel(nn.Module):
             self.no_lyrics = nn.Parameter(torch.zeros(2 * config.line_hidden))
             self.bow = BagOfWords(config.vocab_size, config.bag_bigrams, char_ngrams=config.bag_char_ngrams,
                                   char_entries=config.bag_char_entries, text_words=config.bag_text_words,
-                                  text_chars=config.bag_text_chars) if config.lyrics_bow else None
+                                  text_chars=config.bag_text_chars,
+                                  text_shape=config.bag_text_shape) if config.lyrics_bow else None
             fused += config.lyrics_dim
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(fused, config.n_genres)
@@ -559,7 +605,7 @@ class GenreModel(nn.Module):
         """The "no lyrics" vector, [shape=(batch, lyrics_dim)]: learned HAN part, empty bag of words."""
         vec = self.no_lyrics.unsqueeze(0).expand(batch, -1)
         if self.bow is not None:
-            vec = torch.cat([vec, vec.new_zeros((batch, self.bow.idf.shape[0]))], dim=-1)
+            vec = torch.cat([vec, vec.new_zeros((batch, self.bow.width))], dim=-1)
         return vec
 
     def classify(self, audio_vec: torch.Tensor | None, lyrics_vec: torch.Tensor | None) -> torch.Tensor:

@@ -221,22 +221,31 @@ def test_musicnn_branch_run_with_bag_of_words(tiny, data_dir):
     assert res.ok and res.genres[0].genre in ckpt.genres
 
 
-def test_frozen_lyrics_head_over_a_bag_that_reads_the_text(tiny, data_dir):
-    """A lyrics-only run whose bag reads the text (model.bag_text_words/chars): the head is
-    fitted over the text's n-grams, the checkpoint holds their keys, and inference reads the
-    texts it is given, batched as one by one."""
+@pytest.mark.parametrize("extra", [[], ["model.bag_text_shape=6", "train.lyrics_loss=squared_hinge"]],
+                         ids=["ngrams, logistic", "ngrams and shape, squared hinge"])
+def test_frozen_lyrics_head_over_a_bag_that_reads_the_text(tiny, data_dir, extra):
+    """A lyrics-only run whose bag reads the text (model.bag_text_words/chars, and the text's
+    shape columns): the head is fitted over the text's n-grams, the checkpoint holds their
+    keys (and the shape columns' centres and scales), and inference reads the texts it is
+    given, batched as one by one."""
     tmp, path = tiny
     cfg = load_config(path, ["model.use_audio=false", "model.lyrics_bow=true", "model.bag_text_words=2000",
                              "model.bag_text_chars=3000", "train.frozen_heads=true",
-                             "train.lyrics_l2=[0.0001, 0.001]", "train.head_folds=2"])
-    metrics = train(cfg, tmp / "run_text_bag", progress=False)
+                             "train.lyrics_l2=[0.0001, 0.001]", "train.head_folds=2", *extra])
+    run = tmp / f"run_text_bag{len(extra)}"
+    metrics = train(cfg, run, progress=False)
     assert metrics["frozen_heads"]["lyrics"]["l2"] in (0.0001, 0.001)
-    ckpt = load_checkpoint(tmp / "run_text_bag" / "model.pt")
+    ckpt = load_checkpoint(run / "model.pt")
     mc = ckpt.model_config
     assert mc.bag_reads_text and 0 < mc.bag_text_words <= 2000 and 0 < mc.bag_text_chars <= 3000
     assert ckpt.state_dict["bow.text_keys"].shape == (mc.bag_text_words + mc.bag_text_chars,)
     assert "bow.bigram_keys" not in ckpt.state_dict
-    clf = GenreClassifier.load(tmp / "run_text_bag" / "model.pt", device="cpu")
+    assert mc.bag_text_shape == (6 if extra else 0)
+    assert ("bow.shape_scale" in ckpt.state_dict) == bool(extra)
+    if extra:  # the head uses the shape columns
+        bag = ckpt.state_dict["classifier.weight"][:, -6:]
+        assert bag.abs().max() > 0
+    clf = GenreClassifier.load(run / "model.pt", device="cpu")
     songs = [json.loads(line) for line in open(tmp / "lyrics.jsonl", encoding="utf-8")]
     texts = [s["lyrics"] for s in songs]
     batched = clf.predict_lyrics(texts + [None], top_k=3)

@@ -159,6 +159,10 @@ class OptimConfig:
     # listen_budget windows a track on average. Epochs, splits and fine-tuning are unused.
     frozen_heads: bool = False
     lyrics_l2: list[float] = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2])  # the bag's head
+    # The bag's head's loss (mmgenre_core/head.py LOSSES): cross_entropy (logistic
+    # regression) or squared_hinge (one-vs-rest linear SVMs; a temperature on their decision
+    # values gives the probabilities).
+    lyrics_loss: str = "cross_entropy"
     head_folds: int = 4
     listen_budget: float = 4.0
     # The open-set score's threshold (mmgenre_core/open_set.py; benchmarks/cv_open_set.py prints
@@ -245,6 +249,10 @@ class TrainConfig:
         if t.lyrics_class_weight_power is not None and not _is_unit_number(t.lyrics_class_weight_power):
             raise ConfigError("train.lyrics_class_weight_power must be null or a number in [0, 1], "
                               f"not {t.lyrics_class_weight_power!r}")
+        from mmgenre_core.head import LOSSES
+
+        if t.lyrics_loss not in LOSSES:
+            raise ConfigError(f"train.lyrics_loss must be one of {', '.join(LOSSES)}, not {t.lyrics_loss!r}")
         if t.batch_size < 1 or t.epochs < 0 or t.lr <= 0:
             raise ConfigError("train.batch_size >= 1, train.epochs >= 0 and train.lr > 0 are required")
         if not t.probe_l2 or any(not (isinstance(v, (int, float)) and v >= 0) for v in t.probe_l2):
@@ -417,11 +425,14 @@ def _is_unit_number(value: Any) -> bool:
 
 def model_config_for(cfg: TrainConfig, *, n_genres: int, vocab_size: int, embed_dim: int,
                      use_audio: bool, use_lyrics: bool, bag_bigrams: int = 0, bag_char_ngrams: int = 0,
-                     bag_char_entries: int = 0, bag_text_words: int = 0, bag_text_chars: int = 0) -> ModelConfig:
+                     bag_char_entries: int = 0, bag_text_words: int = 0, bag_text_chars: int = 0,
+                     bag_text_shape: int = 0) -> ModelConfig:
     """The :class:`ModelConfig` of a run: the config's sizes plus what the data decides
     (``bag_bigrams``, ``bag_char_ngrams``, ``bag_text_words``, ``bag_text_chars``: the word
-    pairs and n-grams kept, at most the config's; ``bag_char_entries``: the n-gram map's size)."""
+    pairs and n-grams kept, at most the config's; ``bag_char_entries``: the n-gram map's size;
+    ``bag_text_shape``: the text bag's shape columns)."""
     fields = dict(cfg.model)
+    fields["bag_text_shape"] = bag_text_shape
     fields["bag_text_words"] = bag_text_words
     fields["bag_text_chars"] = bag_text_chars
     fields["bag_bigrams"] = bag_bigrams

@@ -139,9 +139,10 @@ def with_domain_columns(x: torch.Tensor, domains: np.ndarray, names: list[str]) 
 
 def fit_lyrics_head(x: torch.Tensor, labels: np.ndarray, groups: np.ndarray, *, n_classes: int,
                     l2_grid: list[float], power: float, folds: int, seed: int, max_iter: int,
-                    domains: np.ndarray | None = None) -> dict[str, Any]:
-    """Weighted L2 logistic regression over the bag of words x [shape=(songs, vocab)] (dense or sparse COO),
-    L2 and temperature by :func:`training.window_head.choose_l2`.
+                    domains: np.ndarray | None = None, loss: str = "cross_entropy") -> dict[str, Any]:
+    """Weighted L2 logistic regression (or, ``loss="squared_hinge"``, one-vs-rest linear SVMs:
+    :func:`mmgenre_core.head.fit_head`) over the bag of words x [shape=(songs, vocab)] (dense or
+    sparse COO), L2 and temperature by :func:`training.window_head.choose_l2`.
 
     ``domains`` [shape=(songs,)]: each song's :attr:`~training.examples.Example.domain`. Each
     domain gets a 0/1 column, so the head learns how the genres of excerpts or of another
@@ -159,7 +160,7 @@ def fit_lyrics_head(x: torch.Tensor, labels: np.ndarray, groups: np.ndarray, *, 
 
     def fit(rows: np.ndarray | slice, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
         return fit_head(_take_rows(x, rows), y[rows], torch.from_numpy(w[rows]), blocks=block, l2=[l2],
-                        n_classes=n_classes, max_iter=max_iter)
+                        n_classes=n_classes, max_iter=max_iter, loss=loss)
 
     def fit_predict(train: np.ndarray, test: np.ndarray, l2: float) -> np.ndarray:
         weight, bias = fit(train, l2)
@@ -296,7 +297,8 @@ def train_frozen_heads(cfg: TrainConfig, out: Path, data: TrainData, model: torc
         lyr = fit_lyrics_head(x, table.labels[lyrics_idx], np.array([group_of(i) for i in lyrics_idx]),
                               n_classes=n_classes, l2_grid=t.lyrics_l2, power=t.lyrics_weight_power,
                               folds=t.head_folds, seed=cfg.seed, max_iter=t.probe_max_iter,
-                              domains=table.domains[lyrics_idx] if table.domains is not None else None)
+                              domains=table.domains[lyrics_idx] if table.domains is not None else None,
+                              loss=t.lyrics_loss)
         b = blocks["bag"]
         weight[:, b.start:b.stop] = lyr["weight"].to(weight)
         temperatures["lyrics"] = round(lyr["temperature"], 4)

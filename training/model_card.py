@@ -62,7 +62,10 @@ def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
         l2 = {k: (inner.get(k) or {}).get("l2") for k in ("audio", "lyrics")}
         bag = (f"a TF-IDF bag of the cleaned text (its {mc.bag_text_words} word 1-2-grams and {mc.bag_text_chars} "
                "character 2-5-grams, as sklearn's word and char_wb analysers, each in at least two training "
-               "songs, the two kinds normalised apart" if getattr(mc, "bag_reads_text", False) else
+               "songs, the two kinds normalised apart"
+               + (", and six numbers for the text's shape: its length in words and lines, distinct words, words "
+                  "a line, non-ASCII share and repeated lines, standardised" if getattr(mc, "bag_text_shape", 0) else "")
+               if getattr(mc, "bag_reads_text", False) else
                f"a TF-IDF bag of words ({len(ckpt.vocab)} words"
                + (f", {mc.bag_bigrams} word pairs" if getattr(mc, "bag_bigrams", 0) else "")
                + (f" and the {mc.bag_char_ngrams} character 2-5-grams of those words (words and pairs, and "
@@ -72,6 +75,8 @@ def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
             + "; the HAN is not trained in this recipe and its columns are zero); one linear layer over both. The heads were fitted on all the "
             "labelled data (nothing held out: the cross-validation below is the estimate) by logistic "
             f"regression with class weights balanced and raised to {train.get('class_weight_power', 1)}"
+            + (" (the lyrics head: one-vs-rest linear SVMs, squared hinge, their decision values scaled by a "
+               "temperature)" if train.get("lyrics_loss") == "squared_hinge" else "")
             + ("" if train.get("lyrics_class_weight_power") is None
                else f" ({train['lyrics_class_weight_power']} for the lyrics head)") + ", the audio "
             "head on the means over the window counts the rounds end at; L2 penalties (audio "
