@@ -147,3 +147,24 @@ def test_squared_hinge_head_is_sklearns_linear_svm(data_dir):
     with pytest.raises(ValueError, match="loss must be one of"):
         fit_head(x_train, torch.from_numpy(y[:400]), torch.ones(400), blocks=[Block("bag", 0, bag.width, True)],
                  l2=[l2], n_classes=len(names), loss="hinge")
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared_hinge"])
+def test_a_genre_without_lyrics_is_never_the_lyrics_answer(data_dir, loss):
+    """A genre no training song has (Classical in the default model) gets zero weights and
+    UNSEEN_GENRE_LOGIT, with either loss: a squared hinge alone would leave it at -1, which
+    the fusion's division by the lyrics prior turns into the strongest evidence of all."""
+    from training.frozen_heads import UNSEEN_GENRE_LOGIT, fit_lyrics_head
+
+    with open(data_dir / "lyrics_large" / "lyrics.jsonl", encoding="utf-8") as fh:
+        songs = [json.loads(line) for i, line in enumerate(fh) if i % 40 == 0][:300]
+    names = sorted({s["genre"] for s in songs})
+    n_classes = len(names) + 1  # the last genre has no lyrics
+    y = np.array([names.index(s["genre"]) for s in songs])
+    bag = fitted_bag([s["lyrics"] for s in songs], shape=True)
+    x = bag.text_bags([s["lyrics"] for s in songs])
+    head = fit_lyrics_head(x, y, np.array([s["artist"] for s in songs]), n_classes=n_classes, l2_grid=[1e-3],
+                           power=0.0, folds=2, seed=0, max_iter=100, loss=loss)
+    assert not head["weight"][-1].any() and float(head["bias"][-1]) == UNSEEN_GENRE_LOGIT
+    assert head["oof"][:, -1].max() == UNSEEN_GENRE_LOGIT  # out of fold too
+    assert head["oof_accuracy"] > 0.3

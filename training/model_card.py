@@ -75,10 +75,10 @@ def build_card(ckpt: Checkpoint, card: dict[str, Any] | None = None) -> str:
             + "; the HAN is not trained in this recipe and its columns are zero); one linear layer over both. The heads were fitted on all the "
             "labelled data (nothing held out: the cross-validation below is the estimate) by logistic "
             f"regression with class weights balanced and raised to {train.get('class_weight_power', 1)}"
-            + (" (the lyrics head: one-vs-rest linear SVMs, squared hinge, their decision values scaled by a "
-               "temperature)" if train.get("lyrics_loss") == "squared_hinge" else "")
             + ("" if train.get("lyrics_class_weight_power") is None
-               else f" ({train['lyrics_class_weight_power']} for the lyrics head)") + ", the audio "
+               else f" ({train['lyrics_class_weight_power']} for the lyrics head)")
+            + (" (the lyrics head is one-vs-rest linear SVMs instead, squared hinge, their decision values "
+               "scaled by a temperature)" if train.get("lyrics_loss") == "squared_hinge" else "") + ", the audio "
             "head on the means over the window counts the rounds end at; L2 penalties (audio "
             f"{l2['audio']}, lyrics {l2['lyrics']}), temperatures and the listening plans by an inner "
             f"{train.get('head_folds', '-')}-fold artist-grouped cross-validation; seed {meta.get('seed', '-')}. "
