@@ -144,30 +144,42 @@ def test_text_bag_refuses_bad_keys_and_configs():
     assert mc.bag_reads_text and mc.bag_dim == 100 and mc.lyrics_dim == 2 * mc.line_hidden + 100
 
 
-def test_a_model_with_a_text_bag_reads_the_text_and_round_trips(tmp_path, data_dir):
-    """GenreModel: the bag reads FusedBatch.lyrics_texts (not the id grid); a document
-    without lyrics gets the "absent" vector; a saved checkpoint gives the same logits."""
-    from mmgenre_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-    from mmgenre_core.config import AudioConfig, TextConfig
+def lyrics_model_with(bag: BagOfWords, batch_texts: list[str | None]):
+    """A lyrics-only GenreModel around the fitted text ``bag`` (a random head, seed 0) and a
+    batch of ``batch_texts`` for it: (model, its config, its words, the text config, inputs,
+    (ids, mask, has lyrics))."""
+    from mmgenre_core.config import TextConfig
     from mmgenre_core.model import FusedBatch, GenreModel
     from mmgenre_core.text import Vocabulary, encode_batch
 
-    texts = real_texts(data_dir, 80)
-    bag = fitted_bag(texts, max_words=400, max_chars=600)
     words = ["<pad>", "<unk>", "love", "baby", "the"]
-    vocab = Vocabulary.from_list(words)
-    mc = ModelConfig(use_audio=False, lyrics_bow=True, vocab_size=len(vocab), n_genres=3, embed_dim=8,
-                     word_hidden=4, line_hidden=4, attention_dim=8, bag_text_words=400, bag_text_chars=600)
+    mc = ModelConfig(use_audio=False, lyrics_bow=True, vocab_size=len(words), n_genres=3, embed_dim=8,
+                     word_hidden=4, line_hidden=4, attention_dim=8, bag_text_words=bag.text_words,
+                     bag_text_chars=bag.text_chars, bag_text_shape=bag.text_shape)
     torch.manual_seed(0)
     model = GenreModel(mc).eval()
     model.bow.load_state_dict(bag.state_dict())
     with torch.no_grad():
         model.classifier.weight.normal_()
     tc = TextConfig()
-    batch_texts = [texts[0], None, texts[5]]
-    ids, mask, has = encode_batch(batch_texts, vocab=vocab, config=tc)
+    ids, mask, has = encode_batch(batch_texts, vocab=Vocabulary.from_list(words), config=tc)
     inputs = FusedBatch.full(ids=ids, lyrics_mask=mask, lyrics_texts=batch_texts)
     inputs.lyrics_present = has
+    return model, mc, words, tc, inputs, (ids, mask, has)
+
+
+def test_a_model_with_a_text_bag_reads_the_text_and_round_trips(tmp_path, data_dir):
+    """GenreModel: the bag reads FusedBatch.lyrics_texts (not the id grid); a document
+    without lyrics gets the "absent" vector; a saved checkpoint gives the same logits."""
+    from mmgenre_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from mmgenre_core.config import AudioConfig
+    from mmgenre_core.model import FusedBatch
+
+    texts = real_texts(data_dir, 80)
+    bag = fitted_bag(texts, max_words=400, max_chars=600)
+    assert (bag.text_words, bag.text_chars) == (400, 600)
+    batch_texts = [texts[0], None, texts[5]]
+    model, mc, words, tc, inputs, (ids, mask, has) = lyrics_model_with(bag, batch_texts)
     with torch.inference_mode():
         logits = model(inputs)
         vec = model.encode_lyrics(ids, mask, has, batch_texts).vector

@@ -17,7 +17,7 @@ from mmgenre_core.model import BagOfWords
 from mmgenre_core.ngrams import ngram_counts
 from mmgenre_core.text_shape import SHAPE_NAMES, text_shape
 
-from .test_ngrams import fitted_bag, real_texts
+from .test_ngrams import fitted_bag, lyrics_model_with, real_texts
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -86,26 +86,13 @@ def test_a_model_with_a_shape_bag_round_trips(tmp_path, data_dir):
     """A checkpoint keeps the shape columns' centres and scales: the loaded model gives the
     same logits, and a track without lyrics gets an empty bag."""
     from mmgenre_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-    from mmgenre_core.config import AudioConfig, TextConfig
-    from mmgenre_core.model import FusedBatch, GenreModel
-    from mmgenre_core.text import Vocabulary, encode_batch
+    from mmgenre_core.config import AudioConfig
 
     texts = real_texts(data_dir, 80)
     bag = fitted_bag(texts, max_words=400, max_chars=600, shape=True)
-    words = ["<pad>", "<unk>", "love", "baby"]
-    mc = ModelConfig(use_audio=False, lyrics_bow=True, vocab_size=len(words), n_genres=3, embed_dim=8,
-                     word_hidden=4, line_hidden=4, attention_dim=8, bag_text_words=400, bag_text_chars=600,
-                     bag_text_shape=6)
-    torch.manual_seed(0)
-    model = GenreModel(mc).eval()
-    model.bow.load_state_dict(bag.state_dict())
-    with torch.no_grad():
-        model.classifier.weight.normal_()
-    tc = TextConfig()
     batch_texts = [texts[0], None, texts[7]]
-    ids, mask, has = encode_batch(batch_texts, vocab=Vocabulary.from_list(words), config=tc)
-    inputs = FusedBatch.full(ids=ids, lyrics_mask=mask, lyrics_texts=batch_texts)
-    inputs.lyrics_present = has
+    model, mc, words, tc, inputs, (ids, mask, has) = lyrics_model_with(bag, batch_texts)
+    assert mc.bag_text_shape == 6 and mc.bag_dim == 1006
     with torch.inference_mode():
         logits = model(inputs)
         vec = model.encode_lyrics(ids, mask, has, batch_texts).vector
