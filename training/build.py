@@ -180,7 +180,8 @@ def fit_text_bag_from_counts(grams: list[tuple[np.ndarray, np.ndarray]], *, voca
     if shapes is not None:
         worded = shapes[[len(k) > 0 for k, _ in grams]].astype(np.float64)
         center, spread = worded.mean(axis=0), worded.std(axis=0)
-        scale = SHAPE_WEIGHT / np.where(spread > 1e-6, spread, 1.0)  # a constant column stays 0 * ...
+        # A column constant over the training songs keeps scale SHAPE_WEIGHT: centred, it is 0 for them.
+        scale = SHAPE_WEIGHT / np.where(spread > 1e-6, spread, 1.0)
         bow.set_text_shape(torch.from_numpy(center).float(), torch.from_numpy(scale).float())
     return bow
 
