@@ -322,7 +322,7 @@ def _train(cfg: TrainConfig, out: Path, rt: Runtime, *, resume: bool, progress: 
 
 def _train_frozen_heads(cfg: TrainConfig, out: Path, rt: Runtime, data: TrainData, model: torch.nn.Module,
                         metadata: dict[str, Any], started: float) -> dict[str, Any]:
-    """``train.frozen_heads``: the heads fitted on all the data (training/frozen_heads.py)."""
+    """``train.frozen_heads``: the heads fitted on all the data but a test split (training/frozen_heads.py)."""
     from training.frozen_heads import train_frozen_heads
 
     if not rt.main:
@@ -335,8 +335,8 @@ def _train_frozen_heads(cfg: TrainConfig, out: Path, rt: Runtime, data: TrainDat
                "vectors": plain(data.vector_stats), "prepare": plain(data.prepare_stats),
                "prepared_folder": data.prepared_folder}
     atomic_write_json(out / "metrics.json", plain(metrics))
-    log.info("heads fitted on all %d examples in %.0f s; model: %s", len(table), metrics["seconds"],
-             out / "model.pt")
+    log.info("heads fitted on %d examples in %.0f s; model: %s", len(table) - heads.get("held_out_test", 0),
+             metrics["seconds"], out / "model.pt")
     return metrics
 
 
