@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.baselines import lyrics_baseline  # noqa: E402
@@ -75,3 +77,36 @@ def test_audio_cv_trains_each_fold_on_clips_whose_artists_it_never_tests(tmp_pat
         for i, s in enumerate(split):
             tested[i] += s == "test"
     assert tested == [1] * len(pool)
+
+
+def test_audio_cv_scores_each_source_alone():
+    """cv_audio's per-source scores count only that source's clips, with macro-F1 over the
+    genres that source has (an Emotify row is not diluted by GTZAN's genres)."""
+    from benchmarks.cv_audio import scores_by_source
+
+    truth = ["Rock", "Pop", "Rock", "Blues", "Jazz", "Blues"]
+    predicted = ["Rock", "Rock", "Rock", "Blues", None, "Jazz"]
+    sources = ["emotify", "emotify", "emotify", "gtzan", "gtzan", "gtzan"]
+    by = scores_by_source(truth, predicted, sources)
+    assert set(by) == {"emotify", "gtzan"}
+    assert by["emotify"]["n"] == 3 and abs(by["emotify"]["accuracy"] - 2 / 3) < 1e-12
+    assert abs(by["emotify"]["macro_f1"] - (0.8 + 0.0) / 2) < 1e-12  # Rock F1 0.8, Pop 0
+    assert by["gtzan"]["n"] == 3 and abs(by["gtzan"]["accuracy"] - 1 / 3) < 1e-12
+
+
+@pytest.mark.parametrize("specs, recipes", [
+    ([], [("shipped", "default_model.json")]),
+    (["old=a.json", "new=b.json"], [("old", "a.json"), ("new", "b.json")]),
+])
+def test_audio_cv_recipes_are_named_configs(specs, recipes):
+    from benchmarks.cv_audio import parse_recipes
+
+    assert [(n, c.name) for n, c in parse_recipes(specs)] == recipes
+
+
+@pytest.mark.parametrize("specs", [["no-equals-sign"], ["=a.json"], ["probe=a.json"], ["x=a.json", "x=b.json"]])
+def test_audio_cv_refuses_a_recipe_without_its_own_name(specs):
+    from benchmarks.cv_audio import parse_recipes
+
+    with pytest.raises(SystemExit):
+        parse_recipes(specs)
