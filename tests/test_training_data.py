@@ -95,6 +95,11 @@ def test_paths_relative_to_repo_root_and_shipped_configs_resolve(data_dir):
     assert fma_cfg.data.audio[0]["type"] == "fma" and fma_cfg.data.audio[0]["subset"] == "medium"
     assert fma_cfg.train.epochs == 200 and fma_cfg.train.batch_size == 32
     assert fma_cfg.model["dropout"] == 0.5 and fma_cfg.model["word_hidden"] == 50
+    # 0.4.1's recipe, the reference benchmarks/cv_audio.py retrains: still the fine-tuning
+    # recipe on four fixed windows with a 70/15/15 split, read by today's config schema.
+    old = load_config(REPO / "training" / "configs" / "default_model_0.4.1.json")
+    assert old.version == "0.4.1" and not old.train.frozen_heads and old.train.linear_probe
+    assert old.audio["num_windows"] == 4 and (old.data.valid_fraction, old.data.test_fraction) == (0.15, 0.15)
 
 
 def test_apply_override_parses_json_values():
