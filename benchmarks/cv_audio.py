@@ -210,11 +210,10 @@ def _run(args: argparse.Namespace, recipes: list[tuple[str, Path]]) -> int:
         answers["head"] = sqrt_weighted_logistic(feats[fit], [y[i] for i in fit], feats[test])
         answers["tags-zero-shot"] = zero_shot(tags[test], genres)
         test_sources = [sources[i] for i in test]
+        per_method = {m: scores_by_source(truth, answers[m], test_sources) for m in methods}
         row = {"fold": k, "n": len(test), **{m: scores(truth, answers[m]) for m in methods},
                "unfamiliar_share": unfamiliar,
-               "by_source": {src: {m: by[src] for m, by in
-                                   ((m, scores_by_source(truth, answers[m], test_sources)) for m in methods)}
-                             for src in sorted(set(test_sources))}}
+               "by_source": {src: {m: per_method[m][src] for m in methods} for src in sorted(set(test_sources))}}
         rows.append(row)
         truth_all += truth
         sources_all += test_sources

@@ -2,8 +2,9 @@
 
 What cross-validation validates is what ships: no validation split is held out of the fit
 (an inner cross-validation chooses what a validation split would; a test split, where the
-data names one, is left out), and no fine-tuning follows it (fine-tuning on 3-s crops with a 70% split made the shipped model
-3 points worse than this head in ``benchmarks/cv_audio.py``'s artist-grouped CV).
+data names one, is left out), and no fine-tuning follows it (fine-tuning on 3-s crops with
+a 70% split made the shipped model 3 points worse than this head in
+``benchmarks/cv_audio.py``'s artist-grouped CV).
 
 * Audio (a musicnn branch that listens in rounds, ``audio.window_rounds``): every clip is decoded at all of
   its windows as inference decodes them, through the frozen backbone; the audio head is
